@@ -1,0 +1,38 @@
+# The two commands: `make` builds the platform image, `make check` runs every
+# test. Both first make the host ready (hooks/hostsetup.py).
+
+# Debian's interpreter: mkosi's scripts run with it, and the tests' modules
+# (pytest, pexpect, yaml, jinja2) are installed for it from Debian packages.
+PYTHON := /usr/bin/python3
+MKOSI  := mkosi
+
+.PHONY: all setup build check unit clean distclean bench
+
+all: build
+
+setup:
+	@test -x $(PYTHON) || { echo "make: $(PYTHON) not found: the PI builds on Debian (apt-get install python3)" >&2; exit 1; }
+	@$(PYTHON) -m hooks.hostsetup
+	@mkdir -p out mkosi.cache mkosi.builddir
+
+build: setup
+	$(MKOSI) --force build
+	@$(PYTHON) -m hooks.platform prune out
+
+# Unit tests first (seconds, no root needed), then the tests that build (or
+# reuse) the image and boot it.
+check: setup
+	$(PYTHON) -m pytest tests
+
+unit:
+	$(PYTHON) -m pytest tests/unit
+
+bench: setup
+	$(PYTHON) bench/build.py
+
+clean:
+	-$(MKOSI) clean
+	rm -rf out
+
+distclean: clean
+	rm -rf mkosi.cache mkosi.builddir

@@ -1,0 +1,196 @@
+"""Make a Debian build host ready: check it, then install what it lacks.
+
+`make` and `make check` run this first. It is idempotent and quiet when the
+host already has everything. Standard library only: it runs before
+python3-yaml and friends are installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
+
+BACKPORTS_FILE = Path("/etc/apt/sources.list.d/triton-pi-bookworm-backports.sources")
+BACKPORTS_SOURCES = """\
+# Added by the Triton platform image build (hooks/hostsetup.py): mkosi 24.3
+# and systemd 254 come from bookworm-backports.
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+
+# Debian packages the build and the tests need on the host, and why.
+HOST_PACKAGES: dict[str, str] = {
+    "mkosi": "builds the image",
+    "bubblewrap": "mkosi's sandbox",
+    "debian-archive-keyring": "verifies trixie's archive",
+    "squashfs-tools": "mksquashfs for the root",
+    "kmod": "depmod for the image's modules",
+    "cpio": "the initrd",
+    "zstd": "initrd and squashfs compression",
+    "pigz": "the platform tarball",
+    "git": "records the source revision",
+    "python3-yaml": "platform.yaml",
+    "python3-jinja2": "templates",
+    "python3-pytest": "make check",
+    "python3-pexpect": "boot tests drive the serial console",
+    "qemu-system-x86": "boot tests",
+    "qemu-utils": "qemu-img for test disks",
+    "ipxe-qemu": "QEMU's PXE boot ROM",
+}
+# Packages that must come from backports on bookworm, with the minimum version.
+BACKPORTED = {"mkosi": "24.3"}
+
+
+class HostError(Exception):
+    """The host cannot build the PI; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Host:
+    distro_id: str
+    codename: str
+    version_id: str
+    euid: int
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key.strip()] = value.strip().strip('"')
+    return out
+
+
+def host_from(os_release: str, euid: int) -> Host:
+    f = parse_os_release(os_release)
+    return Host(f.get("ID", ""), f.get("VERSION_CODENAME", ""), f.get("VERSION_ID", ""), euid)
+
+
+def check_host(host: Host) -> None:
+    """Raise HostError with one actionable line if this host cannot build."""
+    if host.distro_id != "debian":
+        name = host.distro_id or "an unknown system"
+        raise HostError(
+            f"this host is {name}, not Debian: the PI builds on Debian 12 (bookworm) or newer "
+            "with apt; use a Debian machine or VM"
+        )
+    if host.version_id and host.version_id.isdigit() and int(host.version_id) < 12:
+        raise HostError(
+            f"this host is Debian {host.version_id} ({host.codename}); the PI needs Debian 12 "
+            "(bookworm) or newer for mkosi 24.3: upgrade the host"
+        )
+    if host.euid != 0:
+        raise HostError(
+            "the PI is built as root (mkosi installs packages into the image and "
+            "the tests boot VMs): run 'sudo make' or 'sudo make check'"
+        )
+
+
+def needs_backports(host: Host) -> bool:
+    return host.codename == "bookworm"
+
+
+def has_backports(source_texts: Sequence[str]) -> bool:
+    return any(
+        "bookworm-backports" in line and not line.lstrip().startswith("#")
+        for text in source_texts for line in text.splitlines()
+    )
+
+
+def missing_packages(installed: Mapping[str, str], wanted: Sequence[str],
+                     minimum: Mapping[str, str], version_ge: Callable[[str, str], bool]) -> list[str]:
+    out = []
+    for pkg in wanted:
+        have = installed.get(pkg)
+        if have is None or (pkg in minimum and not version_ge(have, minimum[pkg])):
+            out.append(pkg)
+    return out
+
+
+def dpkg_installed() -> dict[str, str]:
+    res = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Status}\n"],
+        capture_output=True, text=True,
+    )
+    out = {}
+    for line in res.stdout.splitlines():
+        name, version, status = (line.split("\t") + ["", ""])[:3]
+        if status == "installed":
+            out[name] = version
+    return out
+
+
+def dpkg_version_ge(a: str, b: str) -> bool:
+    return subprocess.run(["dpkg", "--compare-versions", a, "ge", b]).returncode == 0
+
+
+def apt(args: Sequence[str]) -> None:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    res = subprocess.run(["apt-get", "-q", "-y", *args], env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-5:])
+        raise HostError(
+            f"'apt-get {' '.join(args)}' failed: Debian's package archive is not reachable "
+            f"or lacks a package; check /etc/apt/sources.list*.\n{tail}"
+        )
+
+
+def source_texts() -> list[str]:
+    paths = [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]
+    texts = []
+    for p in paths:
+        try:
+            texts.append(p.read_text())
+        except OSError:
+            pass
+    return texts
+
+
+def setup(host: Host, say: Callable[[str], None] = print) -> None:
+    check_host(host)
+    updated = False
+    if needs_backports(host) and not has_backports(source_texts()):
+        say(f"hostsetup: adding bookworm-backports ({BACKPORTS_FILE})")
+        BACKPORTS_FILE.write_text(BACKPORTS_SOURCES)
+        apt(["update"])
+        updated = True
+    missing = missing_packages(dpkg_installed(), list(HOST_PACKAGES), BACKPORTED, dpkg_version_ge)
+    if not missing:
+        return
+    say("hostsetup: installing " + ", ".join(f"{p} ({HOST_PACKAGES[p]})" for p in missing))
+    if not updated:
+        apt(["update"])
+    plain = [p for p in missing if p not in BACKPORTED]
+    if plain:
+        apt(["install", "--no-install-recommends", *plain])
+    for pkg in [p for p in missing if p in BACKPORTED]:
+        target = ["-t", "bookworm-backports"] if needs_backports(host) else []
+        apt(["install", "--no-install-recommends", *target, pkg])
+    still = missing_packages(dpkg_installed(), list(HOST_PACKAGES), BACKPORTED, dpkg_version_ge)
+    if still:
+        raise HostError(f"still missing after apt-get install: {', '.join(still)}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        text = Path("/etc/os-release").read_text()
+    except OSError:
+        text = ""
+    try:
+        setup(host_from(text, os.geteuid()))
+    except HostError as e:
+        print(f"hostsetup: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

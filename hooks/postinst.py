@@ -1,0 +1,38 @@
+"""Stamp the image: TRITON_RELEASE in os-release and /etc/product.
+
+Runs as mkosi.postinst, on the host side of mkosi's sandbox, with the image
+at $BUILDROOT. The stamp is decided here, once; mkosi.postoutput reads it back
+from the image's os-release, so the platform directory and the root it holds
+can never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from hooks import osrelease
+from hooks.config import PlatformConfig, load
+from hooks.stamp import stamp_from_environment
+
+
+def stamp_image(root: Path, stamp: str, settings: PlatformConfig) -> None:
+    os_release = root / "usr/lib/os-release"
+    text = os_release.read_text()
+    base = osrelease.parse_os_release(text).get("PRETTY_NAME", "Debian")
+    os_release.write_text(
+        osrelease.with_fields(text, {"TRITON_RELEASE": stamp, "IMAGE_VERSION": stamp})
+    )
+    (root / "etc/product").write_text(osrelease.product_file(settings.product, stamp, base))
+
+
+def main() -> int:
+    try:
+        stamp = stamp_from_environment(os.environ)
+    except ValueError as e:
+        print(f"mkosi.postinst: {e}", file=sys.stderr)
+        return 1
+    stamp_image(Path(os.environ["BUILDROOT"]), stamp, load())
+    print(f"platform stamp: {stamp}")
+    return 0

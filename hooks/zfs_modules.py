@@ -1,0 +1,169 @@
+"""Compile the OpenZFS kernel modules for the image's kernel, with a cache.
+
+ZFS ships as source only (zfs-dkms, Debian contrib). Compiling it takes
+minutes, so the compiled modules are kept in mkosi's build directory under a
+key made of the kernel version and the ZFS version: a rebuild with neither
+changed copies them instead of compiling. On a miss, zfs-dkms is installed
+into mkosi's throw-away build overlay, whose DKMS compiles against the
+image's kernel headers; only the .ko files reach the image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable
+
+from hooks import dpkg, kernel
+from hooks.config import PlatformConfig, load
+
+ZFS_PACKAGE = "zfsutils-linux"
+
+
+class ZfsBuildError(Exception):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleKey:
+    kernel: str
+    zfs: str
+
+    @property
+    def name(self) -> str:
+        """A directory name for this key: readable and safe on any filesystem."""
+        safe = lambda s: re.sub(r"[^A-Za-z0-9.+_-]", "_", s)  # noqa: E731
+        return f"zfs-{safe(self.zfs)}_linux-{safe(self.kernel)}"
+
+
+def upstream_version(debian_version: str) -> str:
+    """'2.3.9-0+deb13u1' -> '2.3.9' (the version DKMS knows the module by)."""
+    version = debian_version.split(":", 1)[-1]
+    return version.rsplit("-", 1)[0] if "-" in version else version
+
+
+def module_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*.ko*") if p.is_file())
+
+
+def missing_modules(files: Iterable[Path], wanted: Iterable[str]) -> list[str]:
+    have = {p.name.split(".ko")[0] for p in files}
+    return [m for m in wanted if m not in have]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_valid(entry: Path, key: ModuleKey, wanted: Iterable[str]) -> bool:
+    """A cache entry is used only if it is complete and unmodified."""
+    try:
+        meta = json.loads((entry / "cache.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if meta.get("kernel") != key.kernel or meta.get("zfs") != key.zfs:
+        return False
+    files = meta.get("files", {})
+    if missing_modules([Path(f) for f in files], wanted):
+        return False
+    for name, digest in files.items():
+        p = entry / name
+        if not p.is_file() or sha256(p) != digest:
+            return False
+    return True
+
+
+def store(entry: Path, key: ModuleKey, built: list[Path]) -> None:
+    tmp = entry.with_name(entry.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    files = {}
+    for src in built:
+        shutil.copy2(src, tmp / src.name)
+        files[src.name] = sha256(tmp / src.name)
+    (tmp / "cache.json").write_text(
+        json.dumps({"kernel": key.kernel, "zfs": key.zfs, "files": files}, indent=2) + "\n"
+    )
+    shutil.rmtree(entry, ignore_errors=True)
+    tmp.rename(entry)
+
+
+def compile_in_overlay(root: Path, key: ModuleKey) -> list[Path]:
+    """Install zfs-dkms into the build overlay and return the compiled modules."""
+    version = upstream_version(key.zfs)
+    print(f"zfs: compiling OpenZFS {version} for kernel {key.kernel} (cache miss)", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    # zfs-dkms's postinst runs DKMS for every kernel whose headers are
+    # present: in the overlay that is the image's kernel only.
+    subprocess.run(["mkosi-install", f"zfs-dkms={key.zfs}"], check=True, env=env)
+    built_dir = root / f"var/lib/dkms/zfs/{version}/{key.kernel}"
+    if not module_files(built_dir):
+        subprocess.run(
+            ["mkosi-chroot", "dkms", "build", "-m", "zfs", "-v", version, "-k", key.kernel],
+            check=True,
+            env=env,
+        )
+    built = [p for p in module_files(built_dir) if "/module/" in str(p) or p.parent.name == "module"]
+    built = built or module_files(built_dir)
+    if not built:
+        raise ZfsBuildError(
+            f"DKMS produced no modules for kernel {key.kernel} under {built_dir}; "
+            "see the DKMS make.log above"
+        )
+    return built
+
+
+def install(entry: Path, destdir: Path, kver: str, settings: PlatformConfig) -> list[Path]:
+    target = destdir / "usr/lib/modules" / kver / settings.zfs.module_dir
+    target.mkdir(parents=True, exist_ok=True)
+    installed = []
+    for src in module_files(entry):
+        shutil.copy2(src, target / src.name)
+        installed.append(target / src.name)
+    return installed
+
+
+def build(root: Path, destdir: Path, cache_dir: Path, settings: PlatformConfig) -> list[Path]:
+    packages = dpkg.installed(root)
+    if ZFS_PACKAGE not in packages:
+        raise ZfsBuildError(
+            f"{ZFS_PACKAGE} is not installed in the image; add it to mkosi.conf.d/30-zfs.conf"
+        )
+    key = ModuleKey(kernel=kernel.image_kernel(root), zfs=packages[ZFS_PACKAGE])
+    entry = cache_dir / key.name
+    if cache_valid(entry, key, settings.zfs.modules):
+        print(f"zfs: using cached modules {entry.name}", flush=True)
+    else:
+        built = compile_in_overlay(root, key)
+        if missing := missing_modules(built, settings.zfs.modules):
+            raise ZfsBuildError(f"DKMS did not build {', '.join(missing)} for {key.kernel}")
+        store(entry, key, built)
+    return install(entry, destdir, key.kernel, settings)
+
+
+def main() -> int:
+    """mkosi.build entry point (runs on the host side of mkosi's sandbox)."""
+    try:
+        root = Path(os.environ["BUILDROOT"])
+        destdir = Path(os.environ["DESTDIR"])
+        builddir = os.environ.get("BUILDDIR")
+        if not builddir:
+            raise ZfsBuildError("mkosi gave no BUILDDIR: set BuildDirectory= in mkosi.conf")
+        installed = build(root, destdir, Path(builddir) / "zfs-modules", load())
+    except (ZfsBuildError, kernel.KernelError, subprocess.CalledProcessError) as e:
+        print(f"mkosi.build: ZFS modules: {e}", file=sys.stderr)
+        return 1
+    for p in installed:
+        print(f"zfs: installed {p.relative_to(destdir)}")
+    return 0

@@ -1,0 +1,44 @@
+import pytest
+
+from hooks import dpkg, kernel
+
+STATUS = """\
+Package: zfsutils-linux
+Status: install ok installed
+Version: 2.3.9-0+deb13u1
+Description: tools
+ continued line: with a colon
+
+Package: removed-thing
+Status: deinstall ok config-files
+Version: 1.0
+
+Package: systemd
+Status: install ok installed
+Version: 257.13-1~deb13u1
+"""
+
+
+def test_parse_status_keeps_installed_only():
+    assert dpkg.parse_status(STATUS) == {
+        "zfsutils-linux": "2.3.9-0+deb13u1",
+        "systemd": "257.13-1~deb13u1",
+    }
+
+
+def test_image_kernel(tmp_path):
+    (tmp_path / "usr/lib/modules/6.12.1-amd64/kernel").mkdir(parents=True)
+    (tmp_path / "usr/lib/modules/6.12.1-amd64.old").mkdir()  # no kernel/ inside
+    assert kernel.image_kernel(tmp_path) == "6.12.1-amd64"
+
+
+def test_no_kernel(tmp_path):
+    with pytest.raises(kernel.KernelError, match="no kernel"):
+        kernel.image_kernel(tmp_path)
+
+
+def test_two_kernels(tmp_path):
+    for v in ("6.1.0-1-amd64", "6.12.1-amd64"):
+        (tmp_path / f"usr/lib/modules/{v}/kernel").mkdir(parents=True)
+    with pytest.raises(kernel.KernelError, match="more than one kernel"):
+        kernel.image_kernel(tmp_path)

@@ -30,12 +30,20 @@ class ZfsSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class BootSettings:
+    args: tuple[str, ...]
+    fetch_timeout: int
+    reserve_mib: int
+
+
+@dataclasses.dataclass(frozen=True)
 class PlatformConfig:
     product: str
     arch_dir: str
     keep: int
     squashfs: SquashfsSettings
     zfs: ZfsSettings
+    boot: BootSettings
     raw: dict[str, Any]
 
 
@@ -73,6 +81,11 @@ def parse(data: Any) -> PlatformConfig:
         zfs=ZfsSettings(
             module_dir=_get(data, "zfs.module_dir", str),
             modules=tuple(_get(data, "zfs.modules", list)),
+        ),
+        boot=BootSettings(
+            args=tuple(_get(data, "boot.args", list)),
+            fetch_timeout=_get(data, "boot.fetch_timeout", int),
+            reserve_mib=_get(data, "boot.reserve_mib", int),
         ),
         raw=data,
     )

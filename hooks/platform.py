@@ -13,6 +13,7 @@ that `sdcadm platform install` and booter use:
         x86_64/initrd(.sha256)
         x86_64/filesystem.squashfs(.sha256)
         x86_64/filesystem.packages    name<TAB>version, one a line
+        boot.ipxe                     boots this platform over HTTP
     platform-<stamp>.tgz              top directory platform-<stamp>/
     platform-latest -> platform-<stamp>
 
@@ -31,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from hooks import dpkg, inputs, kernel, osrelease
+from hooks import bootfiles, cpio, dpkg, inputs, kernel, osrelease
 from hooks.config import PlatformConfig, SquashfsSettings, load
 from hooks.stamp import is_stamp
 from hooks.zfs_modules import ZFS_PACKAGE
@@ -58,6 +59,7 @@ def layout(stamp: str, arch_dir: str) -> dict[str, str]:
         "version": "etc/version/platform",
         "os-release": "etc/version/os-release",
         "manifest": "etc/version/manifest.json",
+        "ipxe": "boot.ipxe",
     }
 
 
@@ -203,6 +205,14 @@ def assemble(
             raise PlatformError(f"mkosi produced no {src.name}: is Bootable=yes set?")
         shutil.move(src, pdir / paths[role])
         src.symlink_to(Path(platform_name(stamp)) / paths[role])
+
+    # Bind the root into the initrd: its fetch-rootfs boots only a root
+    # with this hash (an appended cpio adds the file to mkosi's initrd).
+    rootfs = pdir / paths["rootfs"]
+    env = bootfiles.rootfs_env(stamp, sha256_file(rootfs), rootfs.stat().st_size, settings)
+    with (pdir / paths["initrd"]).open("ab") as f:
+        f.write(cpio.newc_archive({bootfiles.ROOTFS_ENV: env.encode()}, mtime=epoch or 0))
+    (pdir / paths["ipxe"]).write_text(bootfiles.boot_ipxe(stamp, paths, settings))
 
     files = {}
     for role in ("kernel", "initrd", "rootfs"):

@@ -1,0 +1,86 @@
+"""What is inside the root squashfs."""
+
+import re
+import subprocess
+
+import pytest
+
+
+def test_stamp_is_in_the_image(platform, image_root):
+    os_release = (image_root.path / "usr/lib/os-release").read_text()
+    assert f'TRITON_RELEASE="{platform.stamp}"' in os_release
+    assert (image_root.path / "etc/os-release").resolve().name == "os-release"
+    assert f"Live Image: {platform.stamp}" in (image_root.path / "etc/product").read_text()
+
+
+def test_zfs_modules_are_built_for_the_image_kernel(platform, image_root):
+    kver = platform.manifest["kernel"]
+    moddir = image_root.path / "usr/lib/modules" / kver
+    dep = (moddir / "modules.dep").read_text()
+    for mod in ("spl", "zfs"):
+        files = list((moddir / "updates/dkms").glob(f"{mod}.ko*"))
+        assert files, f"{mod}.ko missing for {kver}"
+        vermagic = subprocess.run(["modinfo", "-F", "vermagic", str(files[0])],
+                                  capture_output=True, text=True).stdout
+        assert vermagic.split()[0] == kver
+        assert re.search(rf"^updates/dkms/{mod}\.ko[^:]*:", dep, re.M), f"{mod} not in modules.dep"
+
+
+def test_image_resolves_zfs_with_its_own_modprobe(platform, image_root):
+    kver = platform.manifest["kernel"]
+    res = image_root.run(["modprobe", "--show-depends", "-S", kver, "zfs"])
+    assert res.returncode == 0, res.stderr
+    assert "updates/dkms/spl.ko" in res.stdout and "updates/dkms/zfs.ko" in res.stdout
+
+
+@pytest.mark.parametrize("tool", ["usr/sbin/zpool", "usr/sbin/zfs", "usr/bin/systemd-nspawn",
+                                  "usr/bin/machinectl", "usr/sbin/sshd", "usr/bin/python3",
+                                  "usr/lib/systemd/systemd-networkd"])
+def test_operator_tools_are_there(image_root, tool):
+    assert (image_root.path / tool).exists(), tool
+
+
+def test_tools_run_in_the_image(image_root):
+    res = image_root.run(["zpool", "--version"])
+    assert "zfs-" in res.stdout, res.stdout + res.stderr
+    assert image_root.run(["machinectl", "--version"]).returncode == 0
+
+
+BUILD_ONLY = ["usr/bin/gcc", "usr/bin/cc", "usr/bin/make", "usr/sbin/dkms", "usr/bin/dkms",
+              "var/lib/dkms", "usr/include/linux", "boot/vmlinuz", "vmlinuz"]
+NODE_UNIQUE = ["etc/hostid", "etc/zfs/zpool.cache", "etc/ssh/ssh_host_rsa_key",
+               "etc/ssh/ssh_host_ed25519_key", "etc/ssh/ssh_host_ecdsa_key"]
+
+
+@pytest.mark.parametrize("path", BUILD_ONLY + NODE_UNIQUE)
+def test_nothing_build_only_or_node_unique(image_root, path):
+    assert not (image_root.path / path).exists() and not (image_root.path / path).is_symlink(), path
+
+
+def test_no_sources_headers_or_boot_dir(image_root):
+    assert not any((image_root.path / "usr/src").iterdir())
+    assert not (image_root.path / "boot").exists()
+    for kdir in (image_root.path / "usr/lib/modules").iterdir():
+        assert not (kdir / "build").exists() and not (kdir / "vmlinuz").exists()
+
+
+def test_machine_id_is_left_for_first_boot(image_root):
+    mid = image_root.path / "etc/machine-id"
+    assert not mid.exists() or mid.read_text().strip() in ("", "uninitialized")
+
+
+def enabled_units(root):
+    units = set()
+    for wants in (root / "etc/systemd/system").glob("*.wants"):
+        units.update(p.name for p in wants.iterdir())
+    for f in (root / "usr/lib/systemd/system").rglob("*"):
+        if f.is_file() and f.name.startswith("triton-"):
+            units.add(f.name)
+    return sorted(u for u in units if "@" not in u or not u.endswith("@.service"))
+
+
+def test_units_pass_systemd_analyze_verify(image_root):
+    units = enabled_units(image_root.path)
+    assert "ssh.service" in units and "zfs.target" in units and "systemd-networkd.service" in units
+    res = image_root.run(["systemd-analyze", "verify", "--man=no", *units])
+    assert res.returncode == 0, res.stderr

@@ -1,0 +1,35 @@
+from hooks import bootfiles
+from hooks.config import load
+from hooks.platform import layout
+
+S = load()
+PATHS = layout("20261125T000000Z", "x86_64")
+
+
+def test_rootfs_env_binds_hash_size_and_stamp():
+    env = bootfiles.rootfs_env("20261125T000000Z", "ab" * 32, 1234, S)
+    assert "TRITON_PLATFORM=20261125T000000Z\n" in env
+    assert f"TRITON_ROOTFS_SHA256={'ab' * 32}\n" in env
+    assert "TRITON_ROOTFS_SIZE=1234\n" in env
+    assert f"TRITON_FETCH_TIMEOUT={S.boot.fetch_timeout}\n" in env
+
+
+def test_boot_ipxe_boots_booters_way():
+    text = bootfiles.boot_ipxe("20261125T000000Z", PATHS, S)
+    assert text.startswith("#!ipxe\n")
+    kernel = next(line for line in text.splitlines() if line.startswith("kernel "))
+    assert kernel.startswith("kernel ${base-url}/x86_64/vmlinuz ")
+    for arg in ("boot=live", "console=tty0", "console=ttyS1,115200n8",
+                "fetch=${base-url}/x86_64/filesystem.squashfs", "BOOTIF=01-${netX/mac:hexhyp}"):
+        assert arg in kernel.split(), arg
+    assert "initrd ${base-url}/x86_64/initrd" in text
+    assert "http://${next-server}/os/20261125T000000Z/platform" in text
+    assert text.rstrip().endswith("boot")
+
+
+def test_boot_ipxe_modules_are_booters_module_lines():
+    text = bootfiles.boot_ipxe("S", PATHS, S, modules=[bootfiles.Module("http://h/node.config", "/etc/node.config")],
+                               extra_args=["triton.fetch_timeout=20"])
+    assert "module http://h/node.config /etc/node.config\n" in text
+    assert text.index("module ") > text.index("initrd ") and text.index("module ") < text.index("\nboot")
+    assert "triton.fetch_timeout=20" in text

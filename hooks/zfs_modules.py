@@ -129,7 +129,9 @@ def install(entry: Path, destdir: Path, kver: str, settings: PlatformConfig) -> 
     target.mkdir(parents=True, exist_ok=True)
     installed = []
     for src in module_files(entry):
-        shutil.copy2(src, target / src.name)
+        # A fresh mtime, not the cache's: mkosi skips depmod when no module
+        # is newer than modules.dep.
+        shutil.copy(src, target / src.name)
         installed.append(target / src.name)
     return installed
 

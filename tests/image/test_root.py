@@ -35,7 +35,8 @@ def test_image_resolves_zfs_with_its_own_modprobe(platform, image_root):
 
 @pytest.mark.parametrize("tool", ["usr/sbin/zpool", "usr/sbin/zfs", "usr/bin/systemd-nspawn",
                                   "usr/bin/machinectl", "usr/sbin/sshd", "usr/bin/python3",
-                                  "usr/lib/systemd/systemd-networkd"])
+                                  "usr/lib/systemd/systemd-networkd",
+                                  "usr/bin/login", "usr/sbin/agetty"])
 def test_operator_tools_are_there(image_root, tool):
     assert (image_root.path / tool).exists(), tool
 

@@ -70,3 +70,14 @@ def test_install_puts_modules_where_depmod_finds_them(tmp_path):
         "usr/lib/modules/6.12.1/updates/dkms/spl.ko.xz",
         "usr/lib/modules/6.12.1/updates/dkms/zfs.ko.xz",
     ]
+
+
+def test_installed_modules_are_newer_than_the_cache(tmp_path):
+    import os
+    key = zm.ModuleKey("6.12.1", "2.3.9-1")
+    entry = tmp_path / "cache" / key.name
+    zm.store(entry, key, _built(tmp_path))
+    for f in zm.module_files(entry):
+        os.utime(f, (1000, 1000))
+    out = zm.install(entry, tmp_path / "dest", "6.12.1", load())
+    assert all(p.stat().st_mtime > 1000 for p in out)

@@ -1,0 +1,90 @@
+"""Fixtures for booting the real platform image in QEMU.
+
+One HTTP server serves out/ for the whole run; one node, PXE-booted the way
+booter boots a compute node, is shared by the tests that only look at it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from hooks import bootfiles
+from tests.conftest import REPO
+from tests.lib.http import HttpServer
+from tests.lib.image import Platform
+from tests.lib.node import Node
+
+PASSWORD = "triton-test-console"
+
+with warnings.catch_warnings():
+    # Deprecated (removed in 3.13); Debian bookworm's python3 (3.11) has it.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt
+
+    ROOT_SHADOW = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512))
+
+NODE_CONFIG = (
+    "# node.config as booter delivers it (subset)\n"
+    f"root_shadow='{ROOT_SHADOW}'\n"
+    "datacenter_name='test-dc'\n"
+    "dns_domain='test.example'\n"
+)
+NETWORKING = json.dumps({"nictags": [{"name": "admin", "mac": Node.MAC}], "resolvers": ["10.0.2.3"]})
+
+
+@pytest.fixture(scope="session")
+def http(platform: Platform):
+    """Serves out/ at /out and the files booter would inject at /inject."""
+    with HttpServer() as server:
+        server.serve_dir("/out", platform.path.parent)
+        server.routes["/inject/node.config"] = NODE_CONFIG.encode()
+        server.routes["/inject/networking.json"] = NETWORKING.encode()
+        yield server
+
+
+def platform_url(http: HttpServer, platform: Platform) -> str:
+    return http.guest_url(f"/out/{platform.path.name}")
+
+
+@pytest.fixture(scope="session")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = REPO / "out/test-logs"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def pxe_script(http: HttpServer, platform: Platform, extra_args: list[str]) -> str:
+    """booter's boot script for this node: the build's boot.ipxe template with
+    booter's module lines, preceded by the base URL of our HTTP server."""
+    text = bootfiles.boot_ipxe(
+        platform.stamp, {k: str(v.relative_to(platform.path)) for k, v in platform.paths.items()},
+        platform_settings(),
+        modules=[bootfiles.Module(http.guest_url("/inject/node.config"), "/etc/node.config"),
+                 bootfiles.Module(http.guest_url("/inject/networking.json"), "/etc/triton-networking.json")],
+        extra_args=extra_args,
+    )
+    head, _, rest = text.partition("\n")
+    return f"{head}\nset base-url {platform_url(http, platform)}\n{rest}"
+
+
+def platform_settings():
+    from hooks.config import load
+    return load()
+
+
+@pytest.fixture(scope="session")
+def pxe_node(platform: Platform, http: HttpServer, logs: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A node PXE-booted (QEMU's iPXE ROM, TFTP, then HTTP) to its login prompt, logged in."""
+    tftp = tmp_path_factory.mktemp("tftp")
+    (tftp / "boot.ipxe").write_text(pxe_script(http, platform, []))
+    node = Node.pxe(tftp, "boot.ipxe", logs / "pxe-node.log")
+    try:
+        node.seconds_to_login = node.wait_for_login()
+        node.login(PASSWORD)
+        yield node
+    finally:
+        node.close()

@@ -1,0 +1,80 @@
+"""How a network boot fails: each failure stops the boot before switch-root
+with a console message that names what went wrong; none boots a bad root."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+
+from tests.boot.conftest import PASSWORD, platform_url
+from tests.lib.http import HttpServer
+from tests.lib.node import Node
+
+CONSOLE = "console=ttyS1,115200n8"
+
+
+def boot(platform, url, logs, name, args=(), memory_mib=2048) -> Node:
+    return Node.direct(platform.kernel, platform.initrd, [CONSOLE, f"fetch={url}", *args],
+                       logs / f"{name}.log", memory_mib=memory_mib)
+
+
+def test_damaged_root_is_refused_naming_url_and_hashes(platform, http, logs, tmp_path):
+    bad = tmp_path / "filesystem.squashfs"
+    shutil.copyfile(platform.rootfs, bad)
+    with bad.open("r+b") as f:
+        f.seek(bad.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    actual = hashlib.sha256(bad.read_bytes()).hexdigest()
+    expected = platform.manifest["files"]["x86_64/filesystem.squashfs"]["sha256"]
+    http.routes["/damaged/filesystem.squashfs"] = bad
+    url = http.guest_url("/damaged/filesystem.squashfs")
+    with boot(platform, url, logs, "damaged-root") as node:
+        line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: checksum mismatch[^\r\n]*", 240, fatal=False)
+        assert url in line and f"expected sha256 {expected}" in line and f"got {actual}" in line
+        assert platform.stamp in line
+
+
+def test_wrong_url_fails_after_the_bound_saying_404(platform, http, logs):
+    url = http.guest_url("/no-such-platform/filesystem.squashfs")
+    with boot(platform, url, logs, "wrong-url", ["triton.fetch_timeout=12"]) as node:
+        node.wait_for_console(r"attempt 1 failed \([^\r\n]*404[^\r\n]*\); retrying", 240, fatal=False)
+        line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: giving up[^\r\n]*", 120, fatal=False)
+        assert url in line and "404" in line
+
+
+def test_server_gone_fails_after_the_bound(platform, logs):
+    gone = HttpServer()  # a port nobody listens on
+    url = gone.guest_url("/platform/x86_64/filesystem.squashfs")
+    with boot(platform, url, logs, "server-gone", ["triton.fetch_timeout=10"]) as node:
+        line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: giving up[^\r\n]*", 240, fatal=False)
+        assert url in line and "onnect" in line
+
+
+def test_server_that_comes_up_late_is_waited_for(platform, logs):
+    late = HttpServer()
+    late.serve_dir("/out", platform.path.parent)
+    url = late.guest_url(f"/out/{platform.path.name}/x86_64/filesystem.squashfs")
+    with boot(platform, url, logs, "late-server") as node:
+        node.wait_for_console(r"attempt 2 failed[^\r\n]*retrying", 240)
+        timer = threading.Timer(5, late.start)
+        timer.start()
+        try:
+            node.wait_for_console(r"root verified", 240)
+            node.wait_for_login()
+            node.login(PASSWORD)
+            assert node.succeed("findmnt -no FSTYPE /") == "overlay"
+        finally:
+            timer.cancel()
+            late.stop()
+
+
+def test_too_little_ram_is_refused_before_downloading(platform, http, logs):
+    url = f"{platform_url(http, platform)}/x86_64/filesystem.squashfs"
+    before = len(http.log)
+    with boot(platform, url, logs, "small-ram", memory_mib=640) as node:
+        line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: this node has[^\r\n]*", 240, fatal=False)
+        assert "MiB of RAM" in line and "needs at least" in line and platform.stamp in line
+    assert not [entry for entry in http.log[before:] if "filesystem.squashfs" in entry and "/out/" in entry]

@@ -1,0 +1,97 @@
+"""Network boot: the path every compute node takes at every boot.
+
+Booted the way booter boots a node (iPXE script over TFTP, kernel, initrd and
+root over HTTP, booter's kernel arguments and injected files), then looked
+at from the node's console.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from tests.boot.conftest import NETWORKING, NODE_CONFIG, PASSWORD, platform_url
+from tests.lib.cpio_initrd import initrd_with_files
+from tests.lib.node import Node
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def rootfs_sha(platform) -> str:
+    return platform.manifest["files"]["x86_64/filesystem.squashfs"]["sha256"]
+
+
+def test_pxe_boot_runs_the_verified_root_under_a_tmpfs_overlay(pxe_node, platform):
+    assert pxe_node.succeed("findmnt -no FSTYPE /") == "overlay"
+    source = pxe_node.succeed("cat /run/triton/rootfs/source")
+    assert f"TRITON_ROOTFS_SHA256={rootfs_sha(platform)}" in source
+    assert f"TRITON_PLATFORM={platform.stamp}" in source
+    lower_dev = pxe_node.succeed("findmnt -no SOURCE /run/triton/rootfs/lower")
+    assert pxe_node.succeed(f"losetup -nO BACK-FILE {lower_dev}").strip() == \
+        "/run/triton/rootfs/media/filesystem.squashfs"
+    assert pxe_node.succeed("findmnt -no FSTYPE /run/triton/rootfs/lower") == "squashfs"
+    assert pxe_node.succeed("findmnt -no FSTYPE /run/triton/rootfs/overlay") == "tmpfs"
+    on_node = pxe_node.succeed("sha256sum /run/triton/rootfs/media/filesystem.squashfs").split()[0]
+    assert on_node == rootfs_sha(platform)
+    # The root is writable (overlay), the squashfs under it is not.
+    pxe_node.succeed("touch /usr/lib/written-at-runtime && test -f /usr/lib/written-at-runtime")
+    pxe_node.fails("touch /run/triton/rootfs/lower/x")
+
+
+def test_node_says_which_platform_it_runs(pxe_node, platform):
+    assert f'TRITON_RELEASE="{platform.stamp}"' in pxe_node.succeed("cat /etc/os-release")
+    assert f"Live Image: {platform.stamp}" in pxe_node.succeed("cat /etc/product")
+
+
+def test_booters_arguments_booted_it_unchanged(pxe_node, http, platform):
+    cmdline = pxe_node.succeed("cat /proc/cmdline").split()
+    for arg in ("boot=live", "console=tty0", "console=ttyS1,115200n8", "BOOTIF=01-52-54-00-12-34-56",
+                f"fetch={platform_url(http, platform)}/x86_64/filesystem.squashfs"):
+        assert arg in cmdline
+
+
+def test_files_booter_injects_arrive_unchanged(pxe_node):
+    got = pxe_node.succeed("sha256sum /run/triton/boot/node.config /run/triton/boot/triton-networking.json")
+    assert f"{sha256(NODE_CONFIG.encode())}  /run/triton/boot/node.config" in got
+    assert f"{sha256(NETWORKING.encode())}  /run/triton/boot/triton-networking.json" in got
+
+
+def test_boot_nic_is_configured_by_networkd(pxe_node):
+    out = pxe_node.succeed("networkctl status --no-pager -n0 enp0s3 || networkctl status --no-pager -n0")
+    assert "10.0.2.15" in out
+    assert "10-triton-boot.network" in out
+    assert "routable" in pxe_node.succeed("networkctl list --no-pager --no-legend")
+
+
+def test_zfs_module_loads(pxe_node):
+    pxe_node.succeed("modprobe zfs")
+    assert "zfs" in pxe_node.succeed("lsmod").split()
+    assert "no pools available" in pxe_node.succeed("zpool list")
+
+
+def test_system_is_running_with_no_failed_units(pxe_node):
+    rc, state = pxe_node.execute("systemctl is-system-running --wait", timeout=180)
+    failed = pxe_node.succeed("systemctl --failed --no-legend --plain")
+    assert state.strip() == "running", f"system is {state.strip()}; failed units:\n{failed}"
+
+
+def test_direct_kernel_boot_with_files_in_the_initrd(platform, http, logs, tmp_path):
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDirectBootTestKeyOnlyForTheTestSuite0000 test@ci"
+    initrd = initrd_with_files(platform.initrd, tmp_path / "initrd", {
+        "/etc/node.config": NODE_CONFIG.encode(),
+        "/etc/triton/root_authorized_keys": (key + "\n").encode(),
+    })
+    url = f"{platform_url(http, platform)}/x86_64/filesystem.squashfs"
+    with Node.direct(platform.kernel, initrd, ["console=ttyS1,115200n8", f"triton.rootfs={url}"],
+                     logs / "direct-boot.log") as node:
+        node.wait_for_login()
+        # No password is baked into the image: only the delivered one works.
+        assert node.login_refused("not-" + PASSWORD)
+        node.login(PASSWORD)
+        assert node.succeed("findmnt -no FSTYPE /") == "overlay"
+        assert f"TRITON_ROOTFS_URL={url}" in node.succeed("cat /run/triton/rootfs/source")
+        assert node.succeed("cat /root/.ssh/authorized_keys") == key
+        # Without BOOTIF the initrd used DHCP on every NIC.
+        assert "Type=ether" in node.succeed("cat /run/systemd/network/10-triton-boot.network")

@@ -1,0 +1,189 @@
+"""A compute node in QEMU, driven at its serial console like an operator.
+
+    node = Node.direct(platform, http, args=[...])      # -kernel/-initrd
+    node = Node.pxe(platform, tftp_dir, ...)            # -boot n, iPXE, HTTP
+    node.wait_for_login()
+    node.login(password)
+    node.succeed("zpool list")
+
+The console is QEMU's second serial port (ttyS1), because that is where
+booter's `console=ttyS1,115200n8` sends it. Every wait also watches for the
+signs of a broken boot (kernel panic, emergency mode, a failed unit) and
+fails at once with the console log, instead of timing out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+import uuid
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pexpect
+
+# TCG (software emulation) is the default: KVM dies on these hosts while the
+# kernel decompresses. TRITON_TEST_KVM=1 switches it on where it works.
+KVM = os.environ.get("TRITON_TEST_KVM") == "1"
+# Timeouts are written for TCG on 2 cores; scale them for slower machines.
+SCALE = float(os.environ.get("TRITON_TEST_TIMEOUT_SCALE", "1"))
+
+FATAL = {
+    "kernel panic": r"Kernel panic - not syncing",
+    "emergency mode": r"You are in emergency mode|Entering emergency mode|emergency shell",
+    "initrd fetch failed": r"triton-fetch-rootfs: FAILED: [^\r\n]*",
+    "failed unit": r"\[FAILED\] Failed to start [^\r\n]*",
+}
+
+
+class BootError(AssertionError):
+    pass
+
+
+def qemu_base(memory_mib: int) -> list[str]:
+    accel = ["-accel", "kvm", "-cpu", "host"] if KVM else ["-accel", "tcg", "-cpu", "max"]
+    return [
+        "qemu-system-x86_64", *accel, "-m", str(memory_mib), "-smp", "2",
+        "-display", "none", "-vga", "none", "-monitor", "none",
+        # ttyS0 exists but is unused; ttyS1 is the console, as with booter.
+        "-serial", "null", "-serial", "stdio",
+        "-no-reboot",
+    ]
+
+
+class Node:
+    MAC = "52:54:00:12:34:56"
+
+    def __init__(self, argv: Sequence[str], log_path: Path) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._log = log_path.open("w", encoding="utf-8", errors="replace")
+        self._log.write("# " + shlex.join(self.argv) + "\n")
+        self.started = time.monotonic()
+        self.child = pexpect.spawn(self.argv[0], self.argv[1:], encoding="utf-8",
+                                   codec_errors="replace", timeout=None, maxread=65536)
+        self.child.logfile_read = self._log
+        self.logged_in = False
+
+    @staticmethod
+    def netdev(tftp: Optional[Path] = None, bootfile: Optional[str] = None) -> list[str]:
+        user = "user,id=n0,restrict=off"
+        if tftp:
+            user += f",tftp={tftp},bootfile={bootfile}"
+        return ["-netdev", user, "-device", f"virtio-net-pci,netdev=n0,mac={Node.MAC}"]
+
+    @classmethod
+    def direct(cls, kernel: Path, initrd: Path, append: Sequence[str], log_path: Path,
+               memory_mib: int = 2048, extra: Sequence[str] = ()) -> "Node":
+        argv = [*qemu_base(memory_mib), *cls.netdev(), "-kernel", str(kernel), "-initrd", str(initrd),
+                "-append", " ".join(append), *extra]
+        return cls(argv, log_path)
+
+    @classmethod
+    def pxe(cls, tftp: Path, bootfile: str, log_path: Path, memory_mib: int = 2048,
+            extra: Sequence[str] = ()) -> "Node":
+        argv = [*qemu_base(memory_mib), *cls.netdev(tftp, bootfile), "-boot", "n", *extra]
+        return cls(argv, log_path)
+
+    # -- waiting ------------------------------------------------------------------
+
+    def console(self, last: int = 60) -> str:
+        self._log.flush()
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-last:])
+
+    def fail(self, why: str) -> None:
+        raise BootError(f"{why}\n--- console (last lines; full log {self.log_path}) ---\n{self.console()}")
+
+    def expect(self, pattern: str, timeout: float, fatal: bool = True) -> re.Match[str]:
+        """Wait for `pattern`; fail at once on a sign of a broken boot."""
+        patterns = [pattern, pexpect.TIMEOUT, pexpect.EOF]
+        names = list(FATAL) if fatal else []
+        patterns += [FATAL[n] for n in names]
+        i = self.child.expect(patterns, timeout=timeout * SCALE)
+        if i == 0:
+            return self.child.match
+        if i == 1:
+            self.fail(f"timed out after {timeout * SCALE:.0f}s waiting for {pattern!r}")
+        if i == 2:
+            self.fail(f"QEMU exited while waiting for {pattern!r}")
+        self.fail(f"{names[i - 3]} while waiting for {pattern!r}: {self.child.after.strip()}")
+        raise AssertionError("unreachable")
+
+    def wait_for_console(self, pattern: str, timeout: float = 120, fatal: bool = True) -> str:
+        return self.expect(pattern, timeout, fatal).group(0)
+
+    def wait_for_login(self, timeout: float = 240) -> float:
+        """Wait for the serial login prompt; the seconds since QEMU started."""
+        self.expect(r"login: ", timeout)
+        return time.monotonic() - self.started
+
+    # -- the shell ----------------------------------------------------------------
+
+    def login(self, password: str, user: str = "root") -> None:
+        self.child.sendline(user)
+        self.expect(r"Password: ", 60)
+        self.child.sendline(password)
+        i = self.child.expect([r"# ", r"Login incorrect", pexpect.TIMEOUT], timeout=90 * SCALE)
+        if i != 0:
+            self.fail(f"could not log in as {user}: " + ("wrong password" if i == 1 else "no shell prompt"))
+        # A prompt and settings that make output easy to read back.
+        self.child.sendline("stty -echo; export PS1='' TERM=dumb SYSTEMD_PAGER=cat SYSTEMD_COLORS=0; "
+                            "dmesg -n 1; echo READY-$((6*7))")
+        self.expect(r"READY-42\r*\n", 60)
+        self.logged_in = True
+
+    def login_refused(self, password: str, user: str = "root") -> bool:
+        """Try a login that should fail; True when the node refused it."""
+        self.child.sendline(user)
+        self.expect(r"Password: ", 60)
+        self.child.sendline(password)
+        i = self.child.expect([r"Login incorrect", r"# ", pexpect.TIMEOUT], timeout=90 * SCALE)
+        if i == 0:
+            self.expect(r"login: ", 60)
+        return i == 0
+
+    def execute(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        token = uuid.uuid4().hex[:12]
+        self.child.sendline(f"( {command} ) 2>&1; echo ''; echo {token}-$?")
+        m = self.expect(rf"{token}-(\d+)\r*\n", timeout, fatal=False)
+        output = self.child.before.replace("\r", "").rstrip("\n")
+        return int(m.group(1)), output.strip("\n")
+
+    def succeed(self, command: str, timeout: float = 60) -> str:
+        rc, out = self.execute(command, timeout)
+        if rc != 0:
+            raise AssertionError(f"`{command}` failed with exit status {rc}:\n{out}")
+        return out
+
+    def fails(self, command: str, timeout: float = 60) -> str:
+        rc, out = self.execute(command, timeout)
+        if rc == 0:
+            raise AssertionError(f"`{command}` succeeded but should have failed:\n{out}")
+        return out
+
+    def wait_for_unit(self, unit: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout * SCALE
+        while True:
+            rc, state = self.execute(f"systemctl is-active {shlex.quote(unit)}")
+            if state.strip() == "active":
+                return
+            if state.strip() == "failed" or time.monotonic() > deadline:
+                _, status = self.execute(f"systemctl status --no-pager -l {shlex.quote(unit)}")
+                raise AssertionError(f"{unit} is {state.strip()}:\n{status}")
+            time.sleep(2)
+
+    # -- ending -------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.child.isalive():
+            self.child.terminate(force=True)
+        self._log.close()
+
+    def __enter__(self) -> "Node":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -22,7 +22,7 @@ build: setup
 # Unit tests first (seconds, no root needed), then the tests that build (or
 # reuse) the image and boot it.
 check: setup
-	$(PYTHON) -m pytest tests
+	$(PYTHON) -m pytest tests/unit tests/image tests/boot
 
 unit:
 	$(PYTHON) -m pytest tests/unit

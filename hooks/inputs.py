@@ -19,6 +19,7 @@ INPUTS = (
     "mkosi.initrd",
     "mkosi.build",
     "mkosi.postinst",
+    "mkosi.finalize",
     "mkosi.postoutput",
     "hooks",
     "platform.yaml",

@@ -16,6 +16,7 @@ that `sdcadm platform install` and booter use:
         boot.ipxe                     boots this platform over HTTP
     platform-<stamp>.tgz              top directory platform-<stamp>/
     platform-latest -> platform-<stamp>
+    boot.ipxe -> platform-<stamp>/boot.ipxe
 
 The tree itself is replaced by a symlink to the platform directory (and the
 kernel and initrd by links into it), so nothing is stored twice.
@@ -23,7 +24,6 @@ kernel and initrd by links into it), so nothing is stored twice.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +34,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from hooks import bootfiles, cpio, dpkg, inputs, kernel, osrelease
 from hooks.config import PlatformConfig, SquashfsSettings, load
+from hooks.files import sha256_file
 from hooks.stamp import is_stamp
 from hooks.zfs_modules import ZFS_PACKAGE
 
@@ -91,14 +92,6 @@ def tar_command(outdir: Path, name: str, epoch: Optional[int]) -> list[str]:
     if epoch is not None:
         cmd[1:1] = [f"--mtime=@{epoch}", "--clamp-mtime"]
     return cmd
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_line(digest: str, name: str) -> str:
@@ -249,6 +242,9 @@ def assemble(
     latest = outdir / LATEST
     latest.unlink(missing_ok=True)
     latest.symlink_to(pdir.name)
+    ipxe = outdir / "boot.ipxe"
+    ipxe.unlink(missing_ok=True)
+    ipxe.symlink_to(Path(pdir.name) / paths["ipxe"])
     return pdir
 
 

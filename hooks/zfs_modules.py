@@ -11,7 +11,6 @@ image's kernel headers; only the .ko files reach the image.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from typing import Iterable
 
 from hooks import dpkg, kernel
 from hooks.config import PlatformConfig, load
+from hooks.files import sha256_file
 
 ZFS_PACKAGE = "zfsutils-linux"
 
@@ -58,14 +58,6 @@ def missing_modules(files: Iterable[Path], wanted: Iterable[str]) -> list[str]:
     return [m for m in wanted if m not in have]
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cache_valid(entry: Path, key: ModuleKey, wanted: Iterable[str]) -> bool:
     """A cache entry is used only if it is complete and unmodified."""
     try:
@@ -79,7 +71,7 @@ def cache_valid(entry: Path, key: ModuleKey, wanted: Iterable[str]) -> bool:
         return False
     for name, digest in files.items():
         p = entry / name
-        if not p.is_file() or sha256(p) != digest:
+        if not p.is_file() or sha256_file(p) != digest:
             return False
     return True
 
@@ -91,7 +83,7 @@ def store(entry: Path, key: ModuleKey, built: list[Path]) -> None:
     files = {}
     for src in built:
         shutil.copy2(src, tmp / src.name)
-        files[src.name] = sha256(tmp / src.name)
+        files[src.name] = sha256_file(tmp / src.name)
     (tmp / "cache.json").write_text(
         json.dumps({"kernel": key.kernel, "zfs": key.zfs, "files": files}, indent=2) + "\n"
     )

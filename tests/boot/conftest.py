@@ -85,6 +85,8 @@ def pxe_node(platform: Platform, http: HttpServer, logs: Path, tmp_path_factory:
     try:
         node.seconds_to_login = node.wait_for_login()
         node.login(PASSWORD)
+        # Tests look at a node that has finished booting, as an operator would.
+        node.execute("systemctl is-system-running --wait", timeout=300)
         yield node
     finally:
         node.close()

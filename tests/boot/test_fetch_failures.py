@@ -7,15 +7,16 @@ import hashlib
 import shutil
 import threading
 
-from tests.boot.conftest import PASSWORD, platform_url
+from tests.boot.conftest import NODE_CONFIG, PASSWORD, platform_url
+from tests.lib.cpio_initrd import initrd_with_files
 from tests.lib.http import HttpServer
 from tests.lib.node import Node
 
 CONSOLE = "console=ttyS1,115200n8"
 
 
-def boot(platform, url, logs, name, args=(), memory_mib=2048) -> Node:
-    return Node.direct(platform.kernel, platform.initrd, [CONSOLE, f"fetch={url}", *args],
+def boot(platform, url, logs, name, args=(), memory_mib=2048, initrd=None) -> Node:
+    return Node.direct(platform.kernel, initrd or platform.initrd, [CONSOLE, f"fetch={url}", *args],
                        logs / f"{name}.log", memory_mib=memory_mib)
 
 
@@ -53,11 +54,12 @@ def test_server_gone_fails_after_the_bound(platform, logs):
         assert url in line and "onnect" in line
 
 
-def test_server_that_comes_up_late_is_waited_for(platform, logs):
+def test_server_that_comes_up_late_is_waited_for(platform, logs, tmp_path):
     late = HttpServer()
     late.serve_dir("/out", platform.path.parent)
     url = late.guest_url(f"/out/{platform.path.name}/x86_64/filesystem.squashfs")
-    with boot(platform, url, logs, "late-server") as node:
+    initrd = initrd_with_files(platform.initrd, tmp_path / "initrd", {"/etc/node.config": NODE_CONFIG.encode()})
+    with boot(platform, url, logs, "late-server", initrd=initrd) as node:
         node.wait_for_console(r"attempt 2 failed[^\r\n]*retrying", 240)
         timer = threading.Timer(5, late.start)
         timer.start()

@@ -29,8 +29,12 @@ def test_pxe_boot_runs_the_verified_root_under_a_tmpfs_overlay(pxe_node, platfor
     assert f"TRITON_ROOTFS_SHA256={rootfs_sha(platform)}" in source
     assert f"TRITON_PLATFORM={platform.stamp}" in source
     lower_dev = pxe_node.succeed("findmnt -no SOURCE /run/triton/rootfs/lower")
-    assert pxe_node.succeed(f"losetup -nO BACK-FILE {lower_dev}").strip() == \
-        "/run/triton/rootfs/media/filesystem.squashfs"
+    # The loop device under the root is backed by the verified file on the
+    # download tmpfs (same inode and device).
+    back = pxe_node.succeed(f"losetup -nO BACK-INO,BACK-MAJ:MIN {lower_dev}").split()
+    media = pxe_node.succeed("stat -c '%i %Hd:%Ld' /run/triton/rootfs/media/filesystem.squashfs").split()
+    assert back == media
+    assert pxe_node.succeed("findmnt -no FSTYPE /run/triton/rootfs/media") == "tmpfs"
     assert pxe_node.succeed("findmnt -no FSTYPE /run/triton/rootfs/lower") == "squashfs"
     assert pxe_node.succeed("findmnt -no FSTYPE /run/triton/rootfs/overlay") == "tmpfs"
     on_node = pxe_node.succeed("sha256sum /run/triton/rootfs/media/filesystem.squashfs").split()[0]
@@ -59,7 +63,9 @@ def test_files_booter_injects_arrive_unchanged(pxe_node):
 
 
 def test_boot_nic_is_configured_by_networkd(pxe_node):
-    out = pxe_node.succeed("networkctl status --no-pager -n0 enp0s3 || networkctl status --no-pager -n0")
+    nic = pxe_node.succeed(f"ip -br link | awk '$3 == \"{Node.MAC}\" {{print $1}}'")
+    assert nic, "the boot NIC is not there"
+    out = pxe_node.succeed(f"networkctl status --no-pager -n0 {nic}")
     assert "10.0.2.15" in out
     assert "10-triton-boot.network" in out
     assert "routable" in pxe_node.succeed("networkctl list --no-pager --no-legend")

@@ -85,3 +85,10 @@ def test_units_pass_systemd_analyze_verify(image_root):
     assert "ssh.service" in units and "zfs.target" in units and "systemd-networkd.service" in units
     res = image_root.run(["systemd-analyze", "verify", "--man=no", *units])
     assert res.returncode == 0, res.stderr
+
+
+def test_boot_time_work_is_done_at_build_time(image_root):
+    """A stateless node would redo these at every boot."""
+    assert (image_root.path / "usr/lib/udev/hwdb.bin").is_file()
+    for d in ("etc", "var"):
+        assert (image_root.path / d / ".updated").is_file(), f"/{d}/.updated"

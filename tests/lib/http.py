@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Optional, Union
 
@@ -27,6 +28,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(size))
         self.end_headers()
+        start = time.monotonic()
         try:
             if isinstance(route, Path):
                 with route.open("rb") as f:
@@ -35,12 +37,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(route)
         except (BrokenPipeError, ConnectionResetError):
             pass
+        self.server.timings.append((self.path, start, time.monotonic()))
 
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     owner: "HttpServer"
     log: list[str]
+    timings: list[tuple[str, float, float]]
 
 
 class HttpServer:
@@ -54,6 +58,8 @@ class HttpServer:
         self._port = port
         self._server: Optional[_Server] = None
         self.log: list[str] = []
+        # (path, first byte, last byte) of each file served, monotonic seconds.
+        self.timings: list[tuple[str, float, float]] = []
 
     @property
     def port(self) -> int:
@@ -88,6 +94,7 @@ class HttpServer:
         self._server = _Server(("127.0.0.1", self.port), _Handler)
         self._server.owner = self
         self._server.log = self.log
+        self._server.timings = self.timings
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

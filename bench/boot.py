@@ -1,0 +1,96 @@
+#!/usr/bin/python3
+"""Boot figures, side by side in one run, under the same QEMU (TCG unless
+TRITON_TEST_KVM=1), kernel, squashfs and HTTP server:
+
+  ours, PXE          QEMU's iPXE ROM -> TFTP boot script -> HTTP kernel,
+                     initrd; our initrd fetches and verifies the squashfs
+  ours, direct       -kernel/-initrd, same initrd and fetch
+  live-boot, direct  Debian's live-boot initramfs for the same kernel,
+                     booting the same squashfs with `boot=live fetch=`
+                     (what Triton's linux-live PI used; it does not verify)
+
+For each: seconds from QEMU start to the login prompt, seconds the squashfs
+download took (measured by the HTTP server, first to last byte), and for our
+boots the RAM in use once booted (`free`). Needs a built platform (make);
+builds the live-boot initramfs on first use (bench/live-boot/).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.boot.conftest import NODE_CONFIG, PASSWORD, pxe_script  # noqa: E402
+from tests.lib.cpio_initrd import initrd_with_files  # noqa: E402
+from tests.lib.http import HttpServer  # noqa: E402
+from tests.lib.image import Platform  # noqa: E402
+from tests.lib.node import Node  # noqa: E402
+
+OUT = REPO / "out/bench"
+CONSOLE = "console=ttyS1,115200n8"
+
+
+def live_boot_initrd() -> Path:
+    initrd = OUT / "live-boot.initrd"
+    if not initrd.exists():
+        print("building Debian's live-boot initramfs (bench/live-boot) ...", flush=True)
+        subprocess.run(["mkosi", "-C", str(REPO / "bench/live-boot"), "--force", "build"], check=True,
+                       stdout=subprocess.DEVNULL)
+    return initrd
+
+
+def download_seconds(http: HttpServer, since: int) -> str:
+    spans = [e for e in http.timings[since:] if e[0].endswith("filesystem.squashfs")]
+    return f"{spans[-1][2] - spans[-1][1]:6.1f}" if spans else "     -"
+
+
+def run(label: str, node: Node, http: HttpServer, since: int, login: bool) -> None:
+    with node:
+        seconds = node.wait_for_login(timeout=600)
+        ram = "-"
+        if login:
+            node.login(PASSWORD)
+            node.execute("systemctl is-system-running --wait", timeout=300)
+            ram = node.succeed("free -m | awk '/^Mem:/ {print $3}'") + " MiB"
+    print(f"{label:<22} login {seconds:6.1f} s   download {download_seconds(http, since)} s   RAM used {ram}",
+          flush=True)
+
+
+def main() -> int:
+    platform = Platform((REPO / "out/platform-latest").resolve())
+    OUT.mkdir(parents=True, exist_ok=True)
+    lb_initrd = live_boot_initrd()
+    with HttpServer() as http:
+        http.serve_dir("/out", platform.path.parent)
+        http.routes["/inject/node.config"] = NODE_CONFIG.encode()
+        http.routes["/inject/networking.json"] = b"{}"
+        url = http.guest_url(f"/out/{platform.path.name}/x86_64/filesystem.squashfs")
+        print(f"platform {platform.stamp}: squashfs {platform.rootfs.stat().st_size / 2**20:.1f} MiB, "
+              f"initrd {platform.initrd.stat().st_size / 2**20:.1f} MiB, "
+              f"live-boot initrd {lb_initrd.stat().st_size / 2**20:.1f} MiB", flush=True)
+
+        tftp = OUT / "tftp"
+        tftp.mkdir(exist_ok=True)
+        (tftp / "boot.ipxe").write_text(pxe_script(http, platform, []))
+        n = len(http.timings)
+        run("ours, PXE", Node.pxe(tftp, "boot.ipxe", OUT / "pxe.log"), http, n, True)
+
+        initrd = initrd_with_files(platform.initrd, OUT / "initrd+config", {"/etc/node.config": NODE_CONFIG.encode()})
+        n = len(http.timings)
+        run("ours, direct", Node.direct(platform.kernel, initrd, [CONSOLE, f"fetch={url}"], OUT / "direct.log"),
+            http, n, True)
+
+        n = len(http.timings)
+        run("live-boot, direct",
+            Node.direct(platform.kernel, lb_initrd, ["boot=live", f"fetch={url}", "ip=dhcp", CONSOLE],
+                        OUT / "live-boot.log"), http, n, False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,8 +18,8 @@ that `sdcadm platform install` and booter use:
     platform-latest -> platform-<stamp>
     boot.ipxe -> platform-<stamp>/boot.ipxe
 
-The tree itself is replaced by a symlink to the platform directory (and the
-kernel and initrd by links into it), so nothing is stored twice.
+The tree itself is replaced by a small file naming the platform directory,
+and the kernel and initrd are moved into it, so nothing is stored twice.
 """
 
 from __future__ import annotations
@@ -197,7 +197,6 @@ def assemble(
         if not src.is_file():
             raise PlatformError(f"mkosi produced no {src.name}: is Bootable=yes set?")
         shutil.move(src, pdir / paths[role])
-        src.symlink_to(Path(platform_name(stamp)) / paths[role])
 
     # Bind the root into the initrd: its fetch-rootfs boots only a root
     # with this hash (an appended cpio adds the file to mkosi's initrd).
@@ -234,11 +233,12 @@ def assemble(
         if tar.wait() != 0:
             raise PlatformError(f"tar failed writing {tgz.name}")
 
-    # The tree has served its purpose: mkosi's own output name now points at
-    # the platform directory (mkosi reports its size and, seeing it exists,
-    # does not rebuild without --force, as usual).
+    # The tree has served its purpose. mkosi's own output becomes a small file
+    # naming the platform directory (so mkosi, seeing it, does not rebuild
+    # without --force, as usual). Never a link: `mkosi --force` deletes what
+    # its outputs link to, which would take the previous platform with it.
     shutil.rmtree(tree)
-    tree.symlink_to(pdir.name)
+    tree.write_text(pdir.name + "\n")
     latest = outdir / LATEST
     latest.unlink(missing_ok=True)
     latest.symlink_to(pdir.name)

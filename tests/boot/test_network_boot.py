@@ -64,16 +64,16 @@ def test_files_booter_injects_arrive_unchanged(pxe_node):
 
 
 def boot_nic(node) -> str:
-    nic = node.succeed(f"ip -br link | awk '$3 == \"{Node.MAC}\" {{print $1}}'")
+    nic = node.succeed(f"ip -color=never -br link | awk '$3 == \"{Node.MAC}\" {{print $1}}'")
     assert nic, "the boot NIC is not there"
     return nic
 
 
 def test_boot_nic_keeps_its_address_after_switch_root(pxe_node):
     nic = boot_nic(pxe_node)
-    assert "inet 10.0.2.15/24" in pxe_node.succeed(f"ip -4 addr show dev {nic}")
+    assert "inet 10.0.2.15/24" in pxe_node.succeed(f"ip -color=never -4 addr show dev {nic}")
     assert "MACAddress=52:54:00:12:34:56" in pxe_node.succeed("cat /run/systemd/network/10-triton-boot.network")
-    assert "default via 10.0.2.2" in pxe_node.succeed("ip -4 route")
+    assert "default via 10.0.2.2" in pxe_node.succeed("ip -color=never -4 route")
 
 
 @pytest.mark.xfail(reason="race: sometimes the initrd's networkd survives switch-root and the booted "

@@ -54,3 +54,13 @@ def test_tarball_unpacks_to_the_documented_layout(platform, tmp_path):
     res = subprocess.run(["sha256sum", "-c", "filesystem.squashfs.sha256"], cwd=top / "x86_64",
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stdout
+
+
+def test_mkosi_outputs_do_not_link_into_platforms(platform):
+    """`mkosi --force` deletes the targets of its outputs' links: a link from
+    out/triton-pi into a platform directory would delete that platform on the
+    next build."""
+    out = platform.path.parent
+    assert (out / "triton-pi").read_text().strip() == platform.path.name
+    for p in out.glob("triton-pi*"):
+        assert not p.is_symlink(), p

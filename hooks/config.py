@@ -44,7 +44,6 @@ class PlatformConfig:
     squashfs: SquashfsSettings
     zfs: ZfsSettings
     boot: BootSettings
-    raw: dict[str, Any]
 
 
 def _get(data: dict[str, Any], dotted: str, kind: type) -> Any:
@@ -87,7 +86,6 @@ def parse(data: Any) -> PlatformConfig:
             fetch_timeout=_get(data, "boot.fetch_timeout", int),
             reserve_mib=_get(data, "boot.reserve_mib", int),
         ),
-        raw=data,
     )
 
 

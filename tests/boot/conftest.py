@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hooks import bootfiles
+from hooks.config import load
 from tests.conftest import REPO
 from tests.lib.http import HttpServer
 from tests.lib.image import Platform
@@ -51,7 +52,7 @@ def platform_url(http: HttpServer, platform: Platform) -> str:
 
 
 @pytest.fixture(scope="session")
-def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def logs() -> Path:
     d = REPO / "out/test-logs"
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -62,18 +63,13 @@ def pxe_script(http: HttpServer, platform: Platform, extra_args: list[str]) -> s
     booter's module lines, preceded by the base URL of our HTTP server."""
     text = bootfiles.boot_ipxe(
         platform.stamp, {k: str(v.relative_to(platform.path)) for k, v in platform.paths.items()},
-        platform_settings(),
+        load(),
         modules=[bootfiles.Module(http.guest_url("/inject/node.config"), "/etc/node.config"),
                  bootfiles.Module(http.guest_url("/inject/networking.json"), "/etc/triton-networking.json")],
         extra_args=extra_args,
     )
     head, _, rest = text.partition("\n")
     return f"{head}\nset base-url {platform_url(http, platform)}\n{rest}"
-
-
-def platform_settings():
-    from hooks.config import load
-    return load()
 
 
 @pytest.fixture(scope="session")

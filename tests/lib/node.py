@@ -178,17 +178,6 @@ class Node:
             raise AssertionError(f"`{command}` succeeded but should have failed:\n{out}")
         return out
 
-    def wait_for_unit(self, unit: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout * SCALE
-        while True:
-            rc, state = self.execute(f"systemctl is-active {shlex.quote(unit)}")
-            if state.strip() == "active":
-                return
-            if state.strip() == "failed" or time.monotonic() > deadline:
-                _, status = self.execute(f"systemctl status --no-pager -l {shlex.quote(unit)}")
-                raise AssertionError(f"{unit} is {state.strip()}:\n{status}")
-            time.sleep(2)
-
     # -- ending -------------------------------------------------------------------
 
     def close(self) -> None:

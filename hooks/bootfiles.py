@@ -10,6 +10,9 @@ from hooks.config import PlatformConfig
 from hooks.render import render
 
 ROOTFS_ENV = "/usr/lib/triton/rootfs.env"
+# Where booter's files for the platform go in the initramfs (answers file,
+# keys); the initrd keeps them in /run/triton/boot.
+BOOT_FILES_DIR = "/etc/triton"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,3 +37,49 @@ def boot_ipxe(stamp: str, paths: dict[str, str], settings: PlatformConfig,
               modules: Sequence[Module] = (), extra_args: Sequence[str] = ()) -> str:
     args = [*settings.boot.args, *extra_args]
     return render("boot.ipxe.j2", stamp=stamp, paths=paths, args=args, modules=modules)
+
+
+UNIT_DIR = "/usr/lib/systemd/system"
+# triton-pool (in the root) writes this when it found the node's system pool.
+MOUNT_FLAG = "/run/triton/pool/mount"
+
+
+def escape_path(path: str) -> str:
+    """systemd-escape --path: the unit name of a mount point."""
+    trimmed = "/".join(p for p in path.split("/") if p)
+    if not trimmed:
+        return "-"
+    out = []
+    for i, ch in enumerate(trimmed):
+        if ch == "/":
+            out.append("-")
+        elif ch.isascii() and (ch.isalnum() or ch in ":_" or (ch == "." and i > 0)):
+            out.append(ch)
+        else:
+            out.append("".join(f"\\x{b:02x}" for b in ch.encode()))
+    return "".join(out)
+
+
+def mount_unit(where: str) -> str:
+    return escape_path(where) + ".mount"
+
+
+def initrd_units(settings: PlatformConfig) -> dict[str, str]:
+    """The initrd's units that import the system pool and mount its datasets
+    on /sysroot, rendered from platform.yaml's pool section. They travel in
+    the cpio appended to the initrd, beside rootfs.env."""
+    pool = settings.pool
+    mounts = {}
+    for d in sorted(pool.datasets, key=lambda d: d.mountpoint):
+        where = "/sysroot" + d.mountpoint
+        mounts[mount_unit(where)] = render("initrd/dataset.mount.j2", dataset=d.full_name(pool.name),
+                                           mountpoint=d.mountpoint, where=where, flag=MOUNT_FLAG)
+    names = list(mounts)
+    common = dict(pool=pool, mount_units=names, flag=MOUNT_FLAG)
+    units = {
+        f"{UNIT_DIR}/triton-pool-import.service": render("initrd/triton-pool-import.service.j2", **common),
+        f"{UNIT_DIR}/triton-pool-restore.service": render("initrd/triton-pool-restore.service.j2", **common),
+        f"{UNIT_DIR}/initrd-fs.target.d/triton-pool.conf": render("initrd/initrd-fs.target.conf.j2", **common),
+    }
+    units.update({f"{UNIT_DIR}/{name}": text for name, text in mounts.items()})
+    return units

@@ -37,6 +37,39 @@ class BootSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class Dataset:
+    name: str  # relative to the pool; "" is the pool's root dataset
+    mountpoint: str
+    seed: bool = False
+
+    def full_name(self, pool: str) -> str:
+        return f"{pool}/{self.name}" if self.name else pool
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolSettings:
+    name: str
+    marker: str
+    pool_properties: dict[str, str]
+    fs_properties: dict[str, str]
+    datasets: tuple[Dataset, ...]
+    image_var: tuple[str, ...]
+    config_dataset: str
+    settle_timeout: int
+    answers_file: str
+
+    def dataset(self, name: str) -> Dataset:
+        for d in self.datasets:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def as_json(self) -> dict[str, Any]:
+        """What the node's triton-pool reads (/usr/lib/triton/pool.json)."""
+        return {**dataclasses.asdict(self), "datasets": [dataclasses.asdict(d) for d in self.datasets]}
+
+
+@dataclasses.dataclass(frozen=True)
 class PlatformConfig:
     product: str
     arch_dir: str
@@ -44,6 +77,7 @@ class PlatformConfig:
     squashfs: SquashfsSettings
     zfs: ZfsSettings
     boot: BootSettings
+    pool: PoolSettings
 
 
 def _get(data: dict[str, Any], dotted: str, kind: type) -> Any:
@@ -57,6 +91,33 @@ def _get(data: dict[str, Any], dotted: str, kind: type) -> Any:
             f"platform.yaml: '{dotted}' must be a {kind.__name__}, got {node!r}"
         )
     return node
+
+
+def _properties(data: dict[str, Any], dotted: str) -> dict[str, str]:
+    props = _get(data, dotted, dict)
+    for k, v in props.items():
+        if not isinstance(v, (str, int)) or isinstance(v, bool):
+            raise ConfigError(f"platform.yaml: '{dotted}.{k}' must be a string, got {v!r} (quote on/off)")
+    return {str(k): str(v) for k, v in props.items()}
+
+
+def _datasets(data: dict[str, Any]) -> tuple[Dataset, ...]:
+    out = []
+    for i, entry in enumerate(_get(data, "pool.datasets", list)):
+        where = f"pool.datasets[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
+                or not isinstance(entry.get("mountpoint"), str):
+            raise ConfigError(f"platform.yaml: '{where}' needs a string name and mountpoint, got {entry!r}")
+        mountpoint = entry["mountpoint"]
+        if not mountpoint.startswith("/") or mountpoint == "/" or ".." in mountpoint.split("/"):
+            raise ConfigError(f"platform.yaml: '{where}.mountpoint' {mountpoint!r} must be an absolute path below /")
+        unknown = set(entry) - {"name", "mountpoint", "seed"}
+        if unknown:
+            raise ConfigError(f"platform.yaml: '{where}' has unknown keys {sorted(unknown)}")
+        out.append(Dataset(entry["name"], mountpoint.rstrip("/"), bool(entry.get("seed", False))))
+    if not any(d.name == "" for d in out):
+        raise ConfigError("platform.yaml: 'pool.datasets' must include the pool's root dataset (name: \"\")")
+    return tuple(out)
 
 
 def parse(data: Any) -> PlatformConfig:
@@ -86,7 +147,27 @@ def parse(data: Any) -> PlatformConfig:
             fetch_timeout=_get(data, "boot.fetch_timeout", int),
             reserve_mib=_get(data, "boot.reserve_mib", int),
         ),
+        pool=_pool(data),
     )
+
+
+def _pool(data: dict[str, Any]) -> PoolSettings:
+    pool = PoolSettings(
+        name=_get(data, "pool.name", str),
+        marker=_get(data, "pool.marker", str),
+        pool_properties=_properties(data, "pool.pool_properties"),
+        fs_properties=_properties(data, "pool.fs_properties"),
+        datasets=_datasets(data),
+        image_var=tuple(_get(data, "pool.image_var", list)),
+        config_dataset=_get(data, "pool.config_dataset", str),
+        settle_timeout=_get(data, "pool.settle_timeout", int),
+        answers_file=_get(data, "pool.answers_file", str),
+    )
+    try:
+        pool.dataset(pool.config_dataset)
+    except KeyError:
+        raise ConfigError(f"platform.yaml: 'pool.config_dataset' {pool.config_dataset!r} is not in pool.datasets")
+    return pool
 
 
 def load(path: Path = DEFAULT_PATH) -> PlatformConfig:

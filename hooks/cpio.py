@@ -8,7 +8,7 @@ use it the way iPXE does, to deliver files with the boot.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterable, Mapping
 
 TRAILER = "TRAILER!!!"
 
@@ -27,10 +27,12 @@ def _entry(name: str, data: bytes, mode: int, ino: int, mtime: int) -> bytes:
     return out
 
 
-def newc_archive(files: Mapping[str, bytes], mtime: int = 0, mode: int = 0o644) -> bytes:
-    """An archive holding `files` ({'/etc/x': b'...'}) and their parent directories."""
+def newc_archive(files: Mapping[str, bytes], mtime: int = 0, mode: int = 0o644,
+                 directories: Iterable[str] = ()) -> bytes:
+    """An archive holding `files` ({'/etc/x': b'...'}), their parent
+    directories and the (empty) `directories`."""
     dirs: set[str] = set()
-    for path in files:
+    for path in [*files, *(d.rstrip("/") + "/." for d in directories)]:
         parts = path.strip("/").split("/")[:-1]
         dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))
     out = b""

@@ -202,8 +202,14 @@ def assemble(
     # with this hash (an appended cpio adds the file to mkosi's initrd).
     rootfs = pdir / paths["rootfs"]
     env = bootfiles.rootfs_env(stamp, sha256_file(rootfs), rootfs.stat().st_size, settings)
+    # The same archive carries the initrd's pool units, rendered from
+    # platform.yaml (they run the root's own triton-pool and ZFS).
+    appended = {bootfiles.ROOTFS_ENV: env.encode()}
+    appended.update({path: text.encode() for path, text in bootfiles.initrd_units(settings).items()})
     with (pdir / paths["initrd"]).open("ab") as f:
-        f.write(cpio.newc_archive({bootfiles.ROOTFS_ENV: env.encode()}, mtime=epoch or 0))
+        # /etc/triton exists, so booter can place files there (iPXE
+        # `module <url> /etc/triton/answers.json`; Linux creates no parents).
+        f.write(cpio.newc_archive(appended, mtime=epoch or 0, directories=[bootfiles.BOOT_FILES_DIR]))
     (pdir / paths["ipxe"]).write_text(bootfiles.boot_ipxe(stamp, paths, settings))
 
     files = {}

@@ -8,6 +8,7 @@ can never disagree.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,12 +28,19 @@ def stamp_image(root: Path, stamp: str, settings: PlatformConfig) -> None:
     (root / "etc/product").write_text(osrelease.product_file(settings.product, stamp, base))
 
 
+def write_pool_settings(root: Path, settings: PlatformConfig) -> None:
+    """The node's triton-pool reads the pool's facts from here."""
+    (root / "usr/lib/triton/pool.json").write_text(json.dumps(settings.pool.as_json(), indent=2) + "\n")
+
+
 def main() -> int:
     try:
         stamp = stamp_from_environment(os.environ)
     except ValueError as e:
         print(f"mkosi.postinst: {e}", file=sys.stderr)
         return 1
-    stamp_image(Path(os.environ["BUILDROOT"]), stamp, load())
+    settings = load()
+    stamp_image(Path(os.environ["BUILDROOT"]), stamp, settings)
+    write_pool_settings(Path(os.environ["BUILDROOT"]), settings)
     print(f"platform stamp: {stamp}")
     return 0

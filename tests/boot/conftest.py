@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 
@@ -58,14 +59,16 @@ def logs() -> Path:
     return d
 
 
-def pxe_script(http: HttpServer, platform: Platform, extra_args: list[str]) -> str:
+def pxe_script(http: HttpServer, platform: Platform, extra_args: list[str],
+               modules: Sequence[bootfiles.Module] = ()) -> str:
     """booter's boot script for this node: the build's boot.ipxe template with
     booter's module lines, preceded by the base URL of our HTTP server."""
     text = bootfiles.boot_ipxe(
         platform.stamp, {k: str(v.relative_to(platform.path)) for k, v in platform.paths.items()},
         load(),
         modules=[bootfiles.Module(http.guest_url("/inject/node.config"), "/etc/node.config"),
-                 bootfiles.Module(http.guest_url("/inject/networking.json"), "/etc/triton-networking.json")],
+                 bootfiles.Module(http.guest_url("/inject/networking.json"), "/etc/triton-networking.json"),
+                 *modules],
         extra_args=extra_args,
     )
     head, _, rest = text.partition("\n")

@@ -1,9 +1,12 @@
 """What is inside the root squashfs."""
 
+import json
 import re
 import subprocess
 
 import pytest
+
+from tests.conftest import REPO
 
 
 def test_stamp_is_in_the_image(platform, image_root):
@@ -92,3 +95,67 @@ def test_boot_time_work_is_done_at_build_time(image_root):
     assert (image_root.path / "usr/lib/udev/hwdb.bin").is_file()
     for d in ("etc", "var"):
         assert (image_root.path / d / ".updated").is_file(), f"/{d}/.updated"
+
+
+def appended_cpio(initrd_bytes: bytes) -> dict[str, bytes]:
+    """The files of the small uncompressed archive the build appends to
+    mkosi's initrd (its first entry is the inode-1 directory 'etc')."""
+    start = initrd_bytes.rfind(b"07070100000001")
+    assert start > 0, "no appended archive in the initrd"
+    files, pos = {}, start
+    while True:
+        header = initrd_bytes[pos:pos + 110]
+        mode = int(header[14:22], 16)
+        size = int(header[54:62], 16)
+        namesize = int(header[94:102], 16)
+        name = initrd_bytes[pos + 110:pos + 110 + namesize - 1].decode()
+        data_at = pos + 110 + namesize
+        data_at += (4 - data_at % 4) % 4
+        if name == "TRAILER!!!":
+            return files
+        if mode & 0o170000 == 0o100000:
+            files["/" + name] = initrd_bytes[data_at:data_at + size]
+        pos = data_at + size
+        pos += (4 - pos % 4) % 4
+
+
+def test_pool_units_in_the_initrd_pass_systemd_analyze_verify(platform, image_root):
+    """The initrd's pool units (rendered from platform.yaml) and the initrd
+    units they work with, checked by the image's own systemd."""
+    files = appended_cpio(platform.initrd.read_bytes())
+    units = {p: d for p, d in files.items() if p.startswith("/usr/lib/systemd/system/")}
+    assert "/usr/lib/systemd/system/triton-pool-import.service" in units
+    assert any(p.endswith("sysroot-var.mount") for p in units)
+    initrd_tree = REPO / "mkosi.initrd/mkosi.extra"
+    stage = image_root.path / "etc/systemd/system"
+    names = []
+    for path, data in units.items():
+        target = image_root.path / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        if "/" not in path.removeprefix("/usr/lib/systemd/system/"):
+            names.append(path.rsplit("/", 1)[1])
+    for static in (initrd_tree / "usr/lib/systemd/system").glob("triton-*.service"):
+        (stage / static.name).write_bytes(static.read_bytes())
+    tool = image_root.path / "usr/lib/triton/in-sysroot"
+    tool.write_bytes((initrd_tree / "usr/lib/triton/in-sysroot").read_bytes())
+    tool.chmod(0o755)
+    res = image_root.run(["systemd-analyze", "verify", "--man=no", *sorted(names)])
+    assert res.returncode == 0, res.stderr
+
+
+def test_pool_settings_are_platform_yamls(image_root):
+    from hooks.config import load
+    assert json.loads((image_root.path / "usr/lib/triton/pool.json").read_text()) == \
+        json.loads(json.dumps(load().pool.as_json()))
+    res = image_root.run(["triton-pool", "--help"])
+    assert res.returncode == 0 and "factory-reset" in res.stdout, res.stderr
+
+
+def test_debians_pool_import_units_are_off(image_root):
+    """The initrd imports the system pool; Debian's units would import every
+    pool even with noimport=true."""
+    units = enabled_units(image_root.path)
+    assert "zfs-import-scan.service" not in units and "zfs-import-cache.service" not in units
+    assert "zfs-mount.service" in units
+    assert (image_root.path / "etc/systemd/system/paths.target.wants/triton-persist-root.path").exists()

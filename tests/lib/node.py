@@ -86,6 +86,17 @@ class Node:
             user += f",tftp={tftp},bootfile={bootfile}"
         return ["-netdev", user, "-device", f"virtio-net-pci,netdev=n0,mac={Node.MAC}"]
 
+    @staticmethod
+    def hardware(system_uuid: str, disks: Sequence[Path] = ()) -> list[str]:
+        """A machine with this SMBIOS system UUID and these disks (virtio,
+        /dev/disk/by-id/virtio-<file stem>); raw files are raw, others qcow2."""
+        argv = ["-uuid", system_uuid]
+        for i, disk in enumerate(disks):
+            fmt = "raw" if disk.suffix == ".raw" else "qcow2"
+            argv += ["-drive", f"file={disk},if=none,id=disk{i},format={fmt},cache=unsafe",
+                     "-device", f"virtio-blk-pci,drive=disk{i},serial={disk.stem}"]
+        return argv
+
     @classmethod
     def direct(cls, kernel: Path, initrd: Path, append: Sequence[str], log_path: Path,
                memory_mib: int = 2048, extra: Sequence[str] = ()) -> "Node":

@@ -1,3 +1,7 @@
+import subprocess
+
+import pytest
+
 from hooks import bootfiles
 from hooks.config import load
 from hooks.platform import layout
@@ -33,3 +37,28 @@ def test_boot_ipxe_modules_are_booters_module_lines():
     assert "module http://h/node.config /etc/node.config\n" in text
     assert text.index("module ") > text.index("initrd ") and text.index("module ") < text.index("\nboot")
     assert "triton.fetch_timeout=20" in text
+
+
+@pytest.mark.parametrize("path", ["/sysroot/var", "/sysroot/zones/config", "/sysroot/a-b/c.d", "/sysroot/x y"])
+def test_mount_unit_names_are_systemds(path):
+    expected = subprocess.run(["systemd-escape", "--path", "--suffix=mount", path],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert bootfiles.mount_unit(path) == expected
+
+
+def test_initrd_pool_units_come_from_platform_yaml():
+    units = bootfiles.initrd_units(S)
+    mounts = {k: v for k, v in units.items() if k.endswith(".mount")}
+    assert len(mounts) == len(S.pool.datasets)
+    for d in S.pool.datasets:
+        unit = mounts[f"{bootfiles.UNIT_DIR}/{bootfiles.mount_unit('/sysroot' + d.mountpoint)}"]
+        assert f"What={d.full_name(S.pool.name)}\n" in unit
+        assert f"Where=/sysroot{d.mountpoint}\n" in unit
+        assert "Type=zfs\n" in unit
+        assert f"ConditionPathExists={bootfiles.MOUNT_FLAG}\n" in unit
+    wants = units[f"{bootfiles.UNIT_DIR}/initrd-fs.target.d/triton-pool.conf"]
+    for name in mounts:
+        assert f"Wants={name.rsplit('/', 1)[1]}\n" in wants
+    imp = units[f"{bootfiles.UNIT_DIR}/triton-pool-import.service"]
+    assert f"--timeout={S.pool.settle_timeout}" in imp
+    assert "triton_pool.py boot" in imp

@@ -17,3 +17,9 @@ def test_listing_has_directories_first():
     data = cpio.newc_archive({"/a/b/c": b"x"})
     names = subprocess.run(["cpio", "-t", "--quiet"], input=data, capture_output=True).stdout.decode().split()
     assert names == ["a", "a/b", "a/b/c"]
+
+
+def test_empty_directories_can_be_added(tmp_path):
+    data = cpio.newc_archive({"/usr/lib/x": b"1"}, directories=["/etc/triton"])
+    names = subprocess.run(["cpio", "-t", "--quiet"], input=data, capture_output=True).stdout.decode().split()
+    assert names == ["etc", "etc/triton", "usr", "usr/lib", "usr/lib/x"]

@@ -74,8 +74,16 @@ def initrd_units(settings: PlatformConfig) -> dict[str, str]:
         where = "/sysroot" + d.mountpoint
         mounts[mount_unit(where)] = render("initrd/dataset.mount.j2", dataset=d.full_name(pool.name),
                                            mountpoint=d.mountpoint, where=where, flag=MOUNT_FLAG)
+    var = pool.dataset("var") if any(d.name == "var" for d in pool.datasets) else None
+    scratch = []
+    for rel in pool.image_var if var else ():
+        where = f"/sysroot{var.mountpoint}/{rel}"
+        upper = f"/run/triton/pool/image-var/{rel.replace('/', '_')}"
+        scratch += [f"{upper}/upper", f"{upper}/work"]
+        mounts[mount_unit(where)] = render("initrd/image-var.mount.j2", rel=rel, where=where, upper=upper,
+                                           var_unit=mount_unit("/sysroot" + var.mountpoint), flag=MOUNT_FLAG)
     names = list(mounts)
-    common = dict(pool=pool, mount_units=names, flag=MOUNT_FLAG)
+    common = dict(pool=pool, mount_units=names, flag=MOUNT_FLAG, scratch=scratch)
     units = {
         f"{UNIT_DIR}/triton-pool-import.service": render("initrd/triton-pool-import.service.j2", **common),
         f"{UNIT_DIR}/triton-pool-restore.service": render("initrd/triton-pool-restore.service.j2", **common),

@@ -122,7 +122,7 @@ def test_second_boot_imports_without_setup_input_and_keeps_the_node(boot, disks)
         assert node.succeed("cat /etc/machine-id") == first["machine-id"]
         assert node.succeed("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub") == first["ssh"]
         # The journal is on the pool too: both boots are in it.
-        assert int(node.succeed("journalctl --list-boots --no-legend | wc -l")) >= 2
+        assert int(node.succeed("journalctl --list-boots | grep -cE '^ *-?[0-9]+ '")) >= 2
         # A factory reset is never done without confirmation.
         out = node.fails("triton-pool factory-reset < /dev/null")
         assert "not confirmed" in out

@@ -127,17 +127,17 @@ def test_pool_units_in_the_initrd_pass_systemd_analyze_verify(platform, image_ro
     assert "/usr/lib/systemd/system/triton-pool-import.service" in units
     assert any(p.endswith("sysroot-var.mount") for p in units)
     initrd_tree = REPO / "mkosi.initrd/mkosi.extra"
-    stage = image_root.path / "etc/systemd/system"
+    stage = image_root.rw / "etc/systemd/system"
     names = []
     for path, data in units.items():
-        target = image_root.path / path.lstrip("/")
+        target = image_root.rw / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         if "/" not in path.removeprefix("/usr/lib/systemd/system/"):
             names.append(path.rsplit("/", 1)[1])
     for static in (initrd_tree / "usr/lib/systemd/system").glob("triton-*.service"):
         (stage / static.name).write_bytes(static.read_bytes())
-    tool = image_root.path / "usr/lib/triton/in-sysroot"
+    tool = image_root.rw / "usr/lib/triton/in-sysroot"
     tool.write_bytes((initrd_tree / "usr/lib/triton/in-sysroot").read_bytes())
     tool.chmod(0o755)
     res = image_root.run(["systemd-analyze", "verify", "--man=no", *sorted(names)])
@@ -158,4 +158,4 @@ def test_debians_pool_import_units_are_off(image_root):
     units = enabled_units(image_root.path)
     assert "zfs-import-scan.service" not in units and "zfs-import-cache.service" not in units
     assert "zfs-mount.service" in units
-    assert (image_root.path / "etc/systemd/system/paths.target.wants/triton-persist-root.path").exists()
+    assert (image_root.path / "etc/systemd/system/paths.target.wants/triton-persist-root.path").is_symlink()

@@ -49,7 +49,11 @@ def test_mount_unit_names_are_systemds(path):
 def test_initrd_pool_units_come_from_platform_yaml():
     units = bootfiles.initrd_units(S)
     mounts = {k: v for k, v in units.items() if k.endswith(".mount")}
-    assert len(mounts) == len(S.pool.datasets)
+    assert len(mounts) == len(S.pool.datasets) + len(S.pool.image_var)
+    for rel in S.pool.image_var:
+        unit = mounts[f"{bootfiles.UNIT_DIR}/{bootfiles.mount_unit('/sysroot/var/' + rel)}"]
+        assert "Type=overlay\n" in unit and f"lowerdir=/run/triton/rootfs/lower/var/{rel}," in unit
+        assert "Requires=sysroot-var.mount\n" in unit
     for d in S.pool.datasets:
         unit = mounts[f"{bootfiles.UNIT_DIR}/{bootfiles.mount_unit('/sysroot' + d.mountpoint)}"]
         assert f"What={d.full_name(S.pool.name)}\n" in unit

@@ -40,8 +40,6 @@ STATE = RUN / "state.json"
 # The initrd's mount units for the pool's datasets run only when this exists.
 MOUNT_FLAG = RUN / "mount"
 BOOT_FILES = Path("/run/triton/boot")
-# The verified squashfs as the initrd mounted it: the image's pristine files.
-IMAGE_LOWER = Path("/run/triton/rootfs/lower")
 ISSUE = Path("/run/issue.d/50-triton-pool.issue")
 LAYOUTS = {"single": 1, "mirror": 2, "raidz": 3, "raidz2": 4}
 FACTORY_RESET = "smartdc:factoryreset"  # as SmartOS and linux-live set it on <pool>/var
@@ -276,6 +274,10 @@ def is_mountpoint(path: Path) -> bool:
 
 
 def has_marker(pool: str, marker: str) -> bool:
+    r = run("zfs", "get", "-H", "-o", "value", "mounted,mountpoint", pool, check=False)
+    values = r.stdout.split()
+    if r.returncode == 0 and len(values) == 2 and values[0] == "yes":
+        return (Path(values[1]) / marker).exists()
     RUN.mkdir(parents=True, exist_ok=True)
     probe = Path(tempfile.mkdtemp(prefix="probe-", dir=RUN))
     try:
@@ -460,8 +462,9 @@ def _populate(settings: Settings, answers: Answers, disks: Sequence[Path]) -> No
                 if d["name"] == "":
                     (where / settings.marker).write_text("")
                 if d.get("seed"):
-                    source = (IMAGE_LOWER if IMAGE_LOWER.is_dir() else Path("/")) / d["mountpoint"].lstrip("/")
-                    run("cp", "-a", f"{source}/.", f"{where}/")
+                    # In the initrd this is the image's pristine copy; on a
+                    # running node, its live one (as joysetup did).
+                    run("cp", "-a", f"{d['mountpoint']}/.", f"{where}/")
                 if d["name"] == settings.config_dataset:
                     (where / "setup.json").write_text(json.dumps({
                         "layout": answers.layout, "disks": [str(x) for x in disks],
@@ -633,8 +636,6 @@ def restore(settings: Settings) -> int:
         write_state(state)
         if str(settings.config_dir) in missing:
             return 0
-    if "/var" not in missing:
-        image_var(settings)
     cfg = settings.config_dir
     restore_machine_id(cfg)
     restore_ssh_host_keys(cfg)
@@ -642,21 +643,6 @@ def restore(settings: Settings) -> int:
     keep_boot_files(cfg)
     say(f"restored machine-id, ssh host keys and root's credentials from {cfg}")
     return 0
-
-
-def image_var(settings: Settings) -> None:
-    """Image-owned /var paths show the running image's copy (over tmpfs)."""
-    for rel in settings.image_var:
-        lower = IMAGE_LOWER / "var" / rel
-        target = Path("/var") / rel
-        if not lower.is_dir():
-            continue
-        work = RUN / "image-var" / rel.replace("/", "_")
-        (work / "upper").mkdir(parents=True, exist_ok=True)
-        (work / "work").mkdir(parents=True, exist_ok=True)
-        target.mkdir(parents=True, exist_ok=True)
-        run("mount", "-t", "overlay", "-o",
-            f"lowerdir={lower},upperdir={work / 'upper'},workdir={work / 'work'}", f"triton-image-var", str(target))
 
 
 def restore_machine_id(cfg: Path) -> None:

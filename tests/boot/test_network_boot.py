@@ -8,8 +8,7 @@ at from the node's console.
 from __future__ import annotations
 
 import hashlib
-
-import pytest
+import zlib
 
 from tests.boot.conftest import NETWORKING, NODE_CONFIG, PASSWORD, platform_url
 from tests.lib.cpio_initrd import initrd_with_files
@@ -76,9 +75,9 @@ def test_boot_nic_keeps_its_address_after_switch_root(pxe_node):
     assert "default via 10.0.2.2" in pxe_node.succeed("ip -color=never -4 route")
 
 
-@pytest.mark.xfail(reason="race: sometimes the initrd's networkd survives switch-root and the booted "
-                          "system never starts its own (see the note on issue 3)", strict=False)
 def test_booted_systems_networkd_manages_the_boot_nic(pxe_node):
+    """The initrd's networkd is stopped before switch-root
+    (triton-stop-initrd-network.service), so the booted system's own runs."""
     out = pxe_node.succeed(f"networkctl status --no-pager -n0 {boot_nic(pxe_node)}")
     assert "10.0.2.15" in out and "10-triton-boot.network" in out
 
@@ -87,6 +86,14 @@ def test_zfs_module_loads(pxe_node):
     pxe_node.succeed("modprobe zfs")
     assert "zfs" in pxe_node.succeed("lsmod").split()
     assert "no pools available" in pxe_node.succeed("zpool list")
+
+
+def test_a_node_without_disks_boots_not_set_up_and_says_so(pxe_node):
+    assert "NOT SET UP" in pxe_node.succeed("triton-pool status")
+    assert "NOT SET UP" in pxe_node.succeed("cat /run/issue.d/50-triton-pool.issue")
+    assert pxe_node.succeed("findmnt -rn -o FSTYPE /var") == "overlay"
+    # QEMU gives no SMBIOS UUID here: the hostid comes from the boot NIC.
+    assert pxe_node.succeed("hostid") == f"{zlib.crc32(Node.MAC.upper().encode()):08x}"
 
 
 def test_system_is_running_with_no_failed_units(pxe_node):

@@ -387,6 +387,19 @@ def disk_in_use(disk: Path) -> Optional[str]:
     return None
 
 
+def wipe(disk: Path) -> None:
+    """ZFS labels, partition table and signatures: the disk is blank after."""
+    for dev in [*partitions(disk), disk]:
+        if blkid(dev).get("TYPE") == "zfs_member":
+            run("zpool", "labelclear", "-f", str(dev))
+        run("wipefs", "-a", "-q", str(dev))
+
+
+def whole_disk(dev: str) -> Path:
+    parent = run("lsblk", "-dn", "-o", "PKNAME", dev, check=False).stdout.strip()
+    return Path(f"/dev/{parent}") if parent else Path(dev)
+
+
 # -- setup ---------------------------------------------------------------------------
 
 def setup(settings: Settings, answers: Answers, *, booting: bool) -> str:
@@ -421,10 +434,7 @@ def setup(settings: Settings, answers: Answers, *, booting: bool) -> str:
                             f"not creating another one. Import it by hand (`zpool import {settings.name}`), "
                             f"or clear its disks (`zpool labelclear -f <disk>`) first")
     for disk in disks:
-        for dev in [*partitions(disk), disk]:
-            if blkid(dev).get("TYPE") == "zfs_member":
-                run("zpool", "labelclear", "-f", str(dev))
-            run("wipefs", "-a", "-q", str(dev))
+        wipe(disk)
     argv = ["zpool", "create", "-f", "-o", "cachefile=none"]
     for k, v in settings.pool_properties.items():
         argv += ["-o", f"{k}={v}"]
@@ -561,7 +571,7 @@ def boot(settings: Settings) -> int:
         return 0
     if pool and factory_reset_requested(settings, pool):
         note(f"factory reset requested ({FACTORY_RESET}=yes on {settings.full('var')}): destroying pool '{pool}'")
-        devices = pool_devices(pool)
+        devices = sorted({str(whole_disk(d)) for d in pool_devices(pool)})
         r = run("zpool", "destroy", "-f", pool, check=False)
         if r.returncode != 0:
             note(f"FAILED: factory reset: could not destroy '{pool}': {r.stderr.strip()}; not mounting it")
@@ -570,7 +580,10 @@ def boot(settings: Settings) -> int:
             return 0
         # Its disks are blank again, so the answers file can set the node up anew.
         for dev in devices:
-            run("zpool", "labelclear", "-f", dev, check=False)
+            try:
+                wipe(Path(dev))
+            except PoolError as e:
+                note(f"factory reset: could not clear {dev}: {e}")
         note(f"factory reset: pool '{pool}' destroyed, its disks ({' '.join(devices)}) cleared")
         pool = None
     if not pool:

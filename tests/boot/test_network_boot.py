@@ -91,7 +91,7 @@ def test_zfs_module_loads(pxe_node):
 def test_a_node_without_disks_boots_not_set_up_and_says_so(pxe_node):
     assert "NOT SET UP" in pxe_node.succeed("triton-pool status")
     assert "NOT SET UP" in pxe_node.succeed("cat /run/issue.d/50-triton-pool.issue")
-    assert pxe_node.succeed("findmnt -rn -o FSTYPE /var") == "overlay"
+    assert pxe_node.succeed("findmnt -rn -o FSTYPE -T /var") == "overlay"
     # QEMU gives no SMBIOS UUID here: the hostid comes from the boot NIC.
     assert pxe_node.succeed("hostid") == f"{zlib.crc32(Node.MAC.upper().encode()):08x}"
 

@@ -157,5 +157,7 @@ def test_debians_pool_import_units_are_off(image_root):
     pool even with noimport=true."""
     units = enabled_units(image_root.path)
     assert "zfs-import-scan.service" not in units and "zfs-import-cache.service" not in units
+    # ... nor its loader, which pulls in systemd-udev-settle.
+    assert "zfs-load-module.service" not in units
     assert "zfs-mount.service" in units
     assert (image_root.path / "etc/systemd/system/paths.target.wants/triton-persist-root.path").is_symlink()

@@ -70,6 +70,22 @@ class PoolSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class InstanceSettings:
+    snapshot: str
+    root_dir: str
+    config_dir: str
+    manifests: str
+    bridge_suffix: str
+    defaults: dict[str, Any]
+    start_timeout: int
+    stop_timeout: int
+
+    def as_json(self, pool: str) -> dict[str, Any]:
+        """What the node's vmadm and imgadm read (/usr/lib/triton/instances.json)."""
+        return {"pool": pool, **dataclasses.asdict(self)}
+
+
+@dataclasses.dataclass(frozen=True)
 class PlatformConfig:
     product: str
     arch_dir: str
@@ -78,6 +94,7 @@ class PlatformConfig:
     zfs: ZfsSettings
     boot: BootSettings
     pool: PoolSettings
+    instances: InstanceSettings
 
 
 def _get(data: dict[str, Any], dotted: str, kind: type) -> Any:
@@ -148,6 +165,30 @@ def parse(data: Any) -> PlatformConfig:
             reserve_mib=_get(data, "boot.reserve_mib", int),
         ),
         pool=_pool(data),
+        instances=_instances(data),
+    )
+
+
+INSTANCE_DEFAULTS = {"max_physical_memory": int, "cpu_shares": int, "cpu_cap": int,
+                     "max_lwps": int, "quota": int, "autoboot": bool}
+
+
+def _instances(data: dict[str, Any]) -> InstanceSettings:
+    defaults = _get(data, "instances.defaults", dict)
+    for key, kind in INSTANCE_DEFAULTS.items():
+        _get(data, f"instances.defaults.{key}", kind)
+    unknown = set(defaults) - set(INSTANCE_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"platform.yaml: 'instances.defaults' has unknown keys {sorted(unknown)}")
+    return InstanceSettings(
+        snapshot=_get(data, "instances.snapshot", str),
+        root_dir=_get(data, "instances.root_dir", str),
+        config_dir=_get(data, "instances.config_dir", str),
+        manifests=_get(data, "instances.manifests", str),
+        bridge_suffix=_get(data, "instances.bridge_suffix", str),
+        defaults=dict(defaults),
+        start_timeout=_get(data, "instances.start_timeout", int),
+        stop_timeout=_get(data, "instances.stop_timeout", int),
     )
 
 

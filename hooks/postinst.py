@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hooks import osrelease
 from hooks.config import PlatformConfig, load
+from hooks.render import render
 from hooks.stamp import stamp_from_environment
 
 
@@ -33,6 +34,19 @@ def write_pool_settings(root: Path, settings: PlatformConfig) -> None:
     (root / "usr/lib/triton/pool.json").write_text(json.dumps(settings.pool.as_json(), indent=2) + "\n")
 
 
+def instance_unit(settings: PlatformConfig) -> str:
+    inst = settings.instances
+    return render("units/triton-instance@.service.j2", pool=settings.pool.name, root_dir=inst.root_dir,
+                  start_timeout=inst.start_timeout, stop_timeout=inst.stop_timeout)
+
+
+def write_instance_settings(root: Path, settings: PlatformConfig) -> None:
+    """vmadm, imgadm and triton-instance@.service, from platform.yaml."""
+    (root / "usr/lib/triton/instances.json").write_text(
+        json.dumps(settings.instances.as_json(settings.pool.name), indent=2) + "\n")
+    (root / "usr/lib/systemd/system/triton-instance@.service").write_text(instance_unit(settings))
+
+
 def main() -> int:
     try:
         stamp = stamp_from_environment(os.environ)
@@ -42,5 +56,6 @@ def main() -> int:
     settings = load()
     stamp_image(Path(os.environ["BUILDROOT"]), stamp, settings)
     write_pool_settings(Path(os.environ["BUILDROOT"]), settings)
+    write_instance_settings(Path(os.environ["BUILDROOT"]), settings)
     print(f"platform stamp: {stamp}")
     return 0

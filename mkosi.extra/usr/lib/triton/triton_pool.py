@@ -44,6 +44,7 @@ ISSUE = Path("/run/issue.d/50-triton-pool.issue")
 LAYOUTS = {"single": 1, "mirror": 2, "raidz": 3, "raidz2": 4}
 FACTORY_RESET = "smartdc:factoryreset"  # as SmartOS and linux-live set it on <pool>/var
 PROG = "triton-pool"
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 class PoolError(Exception):
@@ -655,7 +656,39 @@ def restore(settings: Settings) -> int:
     restore_root(cfg)
     keep_boot_files(cfg)
     say(f"restored machine-id, ssh host keys and root's credentials from {cfg}")
+    mounted = mount_instances(settings)
+    if mounted:
+        say(f"mounted {mounted} instance dataset(s)")
     return 0
+
+
+def instance_datasets(listing: str, settings: Settings) -> list[str]:
+    """From `zfs list -H -o name,canmount -d 1 <pool>`: the pool's children
+    that vmadm made (named by UUID, canmount=on), to be mounted at boot."""
+    out = []
+    for line in listing.splitlines():
+        fields = line.split("\t")
+        if len(fields) != 2:
+            continue
+        name, canmount = fields
+        parent, _, child = name.rpartition("/")
+        if parent == settings.name and canmount == "on" and re.fullmatch(UUID, child):
+            out.append(name)
+    return out
+
+
+def mount_instances(settings: Settings) -> int:
+    """Mount the instances' datasets, so the root's systemd finds their
+    config (triton-instance-generator) from its first moment."""
+    r = run("zfs", "list", "-H", "-o", "name,canmount", "-d", "1", settings.name, check=False)
+    count = 0
+    for name in instance_datasets(r.stdout, settings):
+        m = run("zfs", "mount", name, check=False)
+        if m.returncode != 0 and "already mounted" not in m.stderr:
+            say(f"instance dataset {name} did not mount: {m.stderr.strip()}")
+            continue
+        count += 1
+    return count
 
 
 def restore_machine_id(cfg: Path) -> None:

@@ -1,0 +1,467 @@
+#!/usr/bin/python3
+"""Container instances on the system pool: what vmadm, imgadm, the unit
+generator and triton-instance@.service share. Standard library only.
+
+An instance is the dataset <pool>/<uuid>, a clone of an image's
+<pool>/<image>@final, mounted on /zones/<uuid>:
+
+    /zones/<uuid>/root/             the instance's root filesystem
+    /zones/<uuid>/config/vm.json    its config (what vmadm create was given,
+                                    with defaults filled in)
+
+Nothing else about an instance is kept anywhere. At boot and on every change
+(`systemctl daemon-reload`) the generator turns each vm.json into the unit's
+resource limits and, for autoboot instances, a want from machines.target;
+when the unit starts, `prepare` writes its systemd-nspawn settings
+(/run/systemd/nspawn/<uuid>.nspawn) and network config into /run.
+
+  triton_instance.py prepare UUID   (triton-instance@.service ExecStartPre)
+  triton_instance.py generate DIR   (the systemd generator)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+SETTINGS = Path("/usr/lib/triton/instances.json")
+NSPAWN_DIR = Path("/run/systemd/nspawn")
+RUN_DIR = Path("/run/triton/instances")
+UNIT = "triton-instance@{}.service"
+TEMPLATE = "/usr/lib/systemd/system/triton-instance@.service"
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+HOSTNAME_RE = re.compile(r"(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?")
+NIC_TAG_RE = re.compile(r"[a-z][a-z0-9_]{0,12}")
+# Limits vmadm can set, and how each becomes a systemd resource-control
+# property of the instance's unit (the ZFS quota is set on the dataset).
+LIMITS = ("max_physical_memory", "cpu_cap", "cpu_shares", "max_lwps", "quota")
+
+
+class InstanceError(Exception):
+    """Bad input or a state the operator must fix; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    pool: str
+    snapshot: str
+    root_dir: str
+    config_dir: str
+    manifests: Path
+    bridge_suffix: str
+    defaults: dict[str, Any]
+    start_timeout: int
+    stop_timeout: int
+
+    @classmethod
+    def load(cls, path: Path = SETTINGS) -> "Settings":
+        data = json.loads(path.read_text())
+        data["manifests"] = Path(data["manifests"])
+        return cls(**data)
+
+    def dataset(self, uuid: str) -> str:
+        return f"{self.pool}/{uuid}"
+
+    def mountpoint(self, uuid: str) -> Path:
+        return Path("/") / self.pool / uuid
+
+    def root(self, uuid: str) -> Path:
+        return self.mountpoint(uuid) / self.root_dir
+
+    def config_file(self, uuid: str) -> Path:
+        return self.mountpoint(uuid) / self.config_dir / "vm.json"
+
+    def bridge(self, nic_tag: str) -> str:
+        return nic_tag + self.bridge_suffix
+
+
+# -- running things ------------------------------------------------------------------
+
+def run(*argv: str, check: bool = True, input: Optional[str] = None) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(argv, text=True, capture_output=True, input=input)
+    if check and p.returncode != 0:
+        detail = (p.stderr or p.stdout).strip()
+        raise InstanceError(f"`{' '.join(argv)}` failed: {detail}")
+    return p
+
+
+def zfs_exists(name: str) -> bool:
+    return run("zfs", "list", "-H", "-o", "name", name, check=False).returncode == 0
+
+
+def require_pool(settings: "Settings") -> None:
+    if not zfs_exists(settings.pool):
+        raise InstanceError(f"this node has no system pool {settings.pool!r} imported "
+                            f"(see `triton-pool status`; `triton-pool setup` creates it)")
+
+
+def zfs_get(name: str, prop: str) -> str:
+    return run("zfs", "get", "-H", "-p", "-o", "value", prop, name).stdout.strip()
+
+
+# -- payloads -------------------------------------------------------------------------
+
+def is_uuid(value: Any) -> bool:
+    return isinstance(value, str) and UUID_RE.fullmatch(value) is not None
+
+
+def _positive_int(payload: dict[str, Any], field: str, allow_zero: bool = False) -> int:
+    value = payload[field]
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        else:
+            raise InstanceError(f"{field}: must be a whole number, got {value!r}")
+    if value < (0 if allow_zero else 1):
+        raise InstanceError(f"{field}: must be {'0 or more' if allow_zero else 'at least 1'}, got {value}")
+    return value
+
+
+# Upper bounds that catch unit mistakes (bytes or KiB given for MiB).
+MAXIMA = {"max_physical_memory": 16 * 2**20, "cpu_cap": 100 * 1024, "cpu_shares": 10000,
+          "max_lwps": 4 * 2**20, "quota": 2**20}
+UNITS = {"max_physical_memory": "MiB", "cpu_cap": "percent of one CPU", "cpu_shares": "shares",
+         "max_lwps": "processes", "quota": "GiB"}
+
+
+def check_limits(payload: dict[str, Any]) -> dict[str, int]:
+    out = {}
+    for field in LIMITS:
+        if field not in payload:
+            continue
+        value = _positive_int(payload, field, allow_zero=field in ("cpu_cap", "quota"))
+        if value > MAXIMA[field]:
+            raise InstanceError(f"{field}: {value} is more than {MAXIMA[field]} ({UNITS[field]})")
+        out[field] = value
+    return out
+
+
+def check_nic(nic: Any, i: int, settings: Settings) -> dict[str, Any]:
+    where = f"nics[{i}]"
+    if not isinstance(nic, dict):
+        raise InstanceError(f"{where}: must be an object with nic_tag and ip, got {nic!r}")
+    unknown = set(nic) - {"nic_tag", "ip", "netmask", "gateway", "gateways", "mac", "primary", "interface",
+                          "vlan_id", "mtu"}
+    if unknown:
+        raise InstanceError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    tag = nic.get("nic_tag")
+    if not isinstance(tag, str) or not NIC_TAG_RE.fullmatch(tag):
+        raise InstanceError(f"{where}.nic_tag: must name a NIC tag (like admin or external), got {tag!r}")
+    out: dict[str, Any] = {"nic_tag": tag, "interface": f"net{i}"}
+    ip = nic.get("ip", "dhcp")
+    if ip == "dhcp":
+        out["ip"] = "dhcp"
+    else:
+        try:
+            addr = ipaddress.IPv4Address(ip)
+        except (ipaddress.AddressValueError, ValueError):
+            raise InstanceError(f"{where}.ip: not an IPv4 address or \"dhcp\": {ip!r}")
+        netmask = nic.get("netmask")
+        if netmask is None:
+            raise InstanceError(f"{where}.netmask: required with a static ip (like 255.255.255.0)")
+        try:
+            net = ipaddress.IPv4Network(f"{addr}/{netmask}", strict=False)
+        except (ipaddress.NetmaskValueError, ValueError):
+            raise InstanceError(f"{where}.netmask: not an IPv4 netmask: {netmask!r}")
+        out.update(ip=str(addr), netmask=str(net.netmask))
+        gateways = nic.get("gateways") or ([nic["gateway"]] if nic.get("gateway") else [])
+        for g in gateways:
+            try:
+                ipaddress.IPv4Address(g)
+            except (ipaddress.AddressValueError, ValueError):
+                raise InstanceError(f"{where}.gateway: not an IPv4 address: {g!r}")
+        if gateways:
+            out["gateway"] = gateways[0]
+            out["gateways"] = list(gateways)
+    mac = nic.get("mac")
+    if mac is not None:
+        if not isinstance(mac, str) or not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac.lower()):
+            raise InstanceError(f"{where}.mac: not a MAC address (aa:bb:cc:dd:ee:ff): {mac!r}")
+        if int(mac[:2], 16) & 1:
+            raise InstanceError(f"{where}.mac: {mac} is a multicast address")
+        out["mac"] = mac.lower()
+    else:
+        out["mac"] = random_mac()
+    if "mtu" in nic:
+        out["mtu"] = _positive_int(nic, "mtu")
+    out["primary"] = bool(nic.get("primary", i == 0))
+    return out
+
+
+def random_mac() -> str:
+    # Locally administered, unicast: what vmadm does when a payload has none.
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFC) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
+# Fields vmadm create applies, and Triton fields it keeps in vm.json as given.
+APPLIED = {"uuid", "alias", "image_uuid", "hostname", "nics", "autoboot", "resolvers",
+           "customer_metadata", "internal_metadata", *LIMITS}
+KEPT = {"owner_uuid", "billing_id", "package_name", "package_version", "tags", "brand", "dns_domain"}
+
+
+def check_payload(payload: Any, settings: Settings) -> dict[str, Any]:
+    """A vmadm create payload -> the instance's config, defaults filled in.
+    Raises InstanceError naming the field; has no side effects."""
+    if not isinstance(payload, dict):
+        raise InstanceError("payload: must be a JSON object")
+    unknown = set(payload) - APPLIED - KEPT
+    if unknown:
+        raise InstanceError(f"payload: unknown field(s) {', '.join(sorted(unknown))} "
+                            f"(this platform applies {', '.join(sorted(APPLIED))})")
+    vm: dict[str, Any] = {k: payload[k] for k in KEPT if k in payload}
+    if "uuid" in payload:
+        if not is_uuid(payload["uuid"]):
+            raise InstanceError(f"uuid: not a lower-case UUID: {payload['uuid']!r}")
+        vm["uuid"] = payload["uuid"]
+    image = payload.get("image_uuid")
+    if image is None:
+        raise InstanceError("image_uuid: required (see `imgadm list`)")
+    if not is_uuid(image):
+        raise InstanceError(f"image_uuid: not a lower-case UUID: {image!r}")
+    vm["image_uuid"] = image
+    alias = payload.get("alias")
+    if alias is not None:
+        if not isinstance(alias, str) or not alias or len(alias) > 100 or any(c in alias for c in "\n\r\t"):
+            raise InstanceError(f"alias: must be a one-line string of up to 100 characters, got {alias!r}")
+        vm["alias"] = alias
+    hostname = payload.get("hostname")
+    if hostname is not None:
+        if not isinstance(hostname, str) or not HOSTNAME_RE.fullmatch(hostname):
+            raise InstanceError(f"hostname: not a valid host name (letters, digits, '-', up to 63): {hostname!r}")
+        vm["hostname"] = hostname
+    limits = {**{k: settings.defaults[k] for k in LIMITS}, **check_limits(payload)}
+    vm.update(limits)
+    autoboot = payload.get("autoboot", settings.defaults["autoboot"])
+    if not isinstance(autoboot, bool):
+        raise InstanceError(f"autoboot: must be true or false, got {autoboot!r}")
+    vm["autoboot"] = autoboot
+    nics = payload.get("nics", [])
+    if not isinstance(nics, list):
+        raise InstanceError("nics: must be a list of NICs")
+    if len(nics) > 1:
+        raise InstanceError(f"nics: {len(nics)} NICs given; an instance here has at most one "
+                            f"(systemd-nspawn's bridge port)")
+    vm["nics"] = [check_nic(n, i, settings) for i, n in enumerate(nics)]
+    resolvers = payload.get("resolvers", [])
+    if not isinstance(resolvers, list):
+        raise InstanceError("resolvers: must be a list of IP addresses")
+    for r in resolvers:
+        try:
+            ipaddress.ip_address(r)
+        except ValueError:
+            raise InstanceError(f"resolvers: not an IP address: {r!r}")
+    vm["resolvers"] = list(resolvers)
+    for field in ("customer_metadata", "internal_metadata"):
+        md = payload.get(field, {})
+        if not isinstance(md, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in md.items()):
+            raise InstanceError(f"{field}: must be an object of string keys and string values")
+        vm[field] = dict(md)
+    return vm
+
+
+# Fields `vmadm update` changes; the limits apply to a running instance at once.
+UPDATABLE = {"alias", "autoboot", "customer_metadata", "resolvers", *LIMITS}
+
+
+def check_update(vm: dict[str, Any], update: Any, settings: Settings) -> dict[str, Any]:
+    """The instance's config after `update`; raises InstanceError naming the field."""
+    if not isinstance(update, dict) or not update:
+        raise InstanceError("update: must be a JSON object of the fields to change")
+    unknown = set(update) - UPDATABLE
+    if unknown:
+        raise InstanceError(f"update: cannot change {', '.join(sorted(unknown))} "
+                            f"(this platform updates {', '.join(sorted(UPDATABLE))})")
+    merged = {k: v for k, v in vm.items() if k in APPLIED | KEPT and k not in ("nics",)}
+    merged.update(update)
+    checked = check_payload({**merged, "nics": []}, settings)
+    checked["nics"] = vm.get("nics", [])
+    for k in ("uuid", "create_timestamp"):
+        if k in vm:
+            checked[k] = vm[k]
+    return checked
+
+
+# -- what the config becomes ------------------------------------------------------------
+
+def unit_properties(vm: dict[str, Any]) -> dict[str, str]:
+    """systemd resource-control properties of the instance's unit."""
+    props = {
+        "MemoryMax": f"{vm['max_physical_memory']}M",
+        "MemorySwapMax": "0",
+        "CPUWeight": str(vm["cpu_shares"]),
+        "TasksMax": str(vm["max_lwps"]),
+        # An empty CPUQuota= is "no cap".
+        "CPUQuota": f"{vm['cpu_cap']}%" if vm["cpu_cap"] else "",
+    }
+    return props
+
+
+def unit_dropin(vm: dict[str, Any]) -> str:
+    name = vm.get("alias") or vm["uuid"]
+    lines = ["# Generated by triton-instance-generator from", f"# {vm['uuid']}'s vm.json: do not edit.",
+             "[Unit]", f"Description=Triton instance {name} ({vm['uuid']})", "", "[Service]"]
+    lines += [f"{k}={v}" for k, v in unit_properties(vm).items()]
+    return "\n".join(lines) + "\n"
+
+
+def nspawn_settings(vm: dict[str, Any], settings: Settings) -> str:
+    uuid = vm["uuid"]
+    run_dir = RUN_DIR / uuid
+    lines = [
+        f"# Generated from {settings.config_file(uuid)} when the instance starts: do not edit.",
+        "[Exec]",
+        "Boot=yes",
+        # Each instance its own UID range, picked from the machine name.
+        "PrivateUsers=pick",
+        f"Hostname={vm.get('hostname') or uuid}",
+        "ResolvConf=off",
+        "LinkJournal=try-guest",
+        # The instance's networkd reads its NIC's config from this credential.
+        *([f"LoadCredential=network.network.50-{n['interface']}:{run_dir}/{n['interface']}.network"
+           for n in vm["nics"]]),
+        "",
+        "[Files]",
+        "PrivateUsersOwnership=auto",
+        f"BindReadOnly={run_dir}/resolv.conf:/etc/resolv.conf",
+        "",
+        "[Network]",
+    ]
+    if vm["nics"]:
+        lines.append(f"Bridge={settings.bridge(vm['nics'][0]['nic_tag'])}")
+    else:
+        lines.append("Private=yes")
+    return "\n".join(lines) + "\n"
+
+
+def network_file(nic: dict[str, Any], resolvers: Sequence[str]) -> str:
+    """The instance's .network for a NIC (nspawn names the port host0 inside)."""
+    lines = ["[Match]", "Name=host0", "", "[Link]", f"MACAddress={nic['mac']}"]
+    if "mtu" in nic:
+        lines.append(f"MTUBytes={nic['mtu']}")
+    lines += ["", "[Network]", "LinkLocalAddressing=no", "IPv6AcceptRA=no"]
+    if nic["ip"] == "dhcp":
+        lines.append("DHCP=ipv4")
+    else:
+        prefix = ipaddress.IPv4Network(f"{nic['ip']}/{nic['netmask']}", strict=False).prefixlen
+        lines.append(f"Address={nic['ip']}/{prefix}")
+        if nic.get("primary") and nic.get("gateway"):
+            lines.append(f"Gateway={nic['gateway']}")
+    lines += [f"DNS={r}" for r in resolvers]
+    return "\n".join(lines) + "\n"
+
+
+def resolv_conf(vm: dict[str, Any]) -> str:
+    lines = ["# From the instance's resolvers (vmadm)."]
+    if vm.get("dns_domain"):
+        lines.append(f"search {vm['dns_domain']}")
+    lines += [f"nameserver {r}" for r in vm.get("resolvers", [])]
+    return "\n".join(lines) + "\n"
+
+
+# -- reading instances ------------------------------------------------------------------
+
+def read_config(uuid: str, settings: Settings) -> dict[str, Any]:
+    path = settings.config_file(uuid)
+    try:
+        vm = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InstanceError(f"instance {uuid}: no such instance (no {path}; see `vmadm list`)")
+    except (OSError, ValueError) as e:
+        raise InstanceError(f"instance {uuid}: cannot read {path}: {e}")
+    if vm.get("uuid") != uuid:
+        raise InstanceError(f"instance {uuid}: {path} names another uuid ({vm.get('uuid')!r})")
+    return vm
+
+
+def instance_uuids(settings: Settings) -> list[str]:
+    """Instances whose config is on the pool (their datasets are mounted)."""
+    top = Path("/") / settings.pool
+    try:
+        names = sorted(p.name for p in top.iterdir())
+    except OSError:
+        return []
+    return [n for n in names if is_uuid(n) and settings.config_file(n).is_file()]
+
+
+# -- the generator and the unit's ExecStartPre --------------------------------------------
+
+def generate(out: Path, settings: Settings) -> None:
+    """Unit drop-ins (limits) and machines.target wants (autoboot), from the pool."""
+    for uuid in instance_uuids(settings):
+        try:
+            vm = read_config(uuid, settings)
+            dropin = unit_dropin(vm)
+        except (InstanceError, KeyError, TypeError) as e:
+            print(f"triton-instance-generator: {uuid}: skipped: {e}", file=sys.stderr)
+            continue
+        d = out / (UNIT.format(uuid) + ".d")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "50-instance.conf").write_text(dropin)
+        if vm.get("autoboot"):
+            wants = out / "machines.target.wants"
+            wants.mkdir(exist_ok=True)
+            link = wants / UNIT.format(uuid)
+            if not link.is_symlink():
+                link.symlink_to(TEMPLATE)
+
+
+def prepare(uuid: str, settings: Settings) -> None:
+    """Mount the instance's dataset if needed and write its nspawn settings."""
+    if not is_uuid(uuid):
+        raise InstanceError(f"{uuid!r} is not an instance UUID")
+    dataset = settings.dataset(uuid)
+    if not zfs_exists(dataset):
+        raise InstanceError(f"instance {uuid}: no dataset {dataset}")
+    if zfs_get(dataset, "mounted") != "yes":
+        run("zfs", "mount", dataset)
+    vm = read_config(uuid, settings)
+    root = settings.root(uuid)
+    if not (root / "etc").is_dir():
+        raise InstanceError(f"instance {uuid}: {root} holds no root filesystem")
+    for nic in vm["nics"]:
+        bridge = settings.bridge(nic["nic_tag"])
+        if not Path(f"/sys/class/net/{bridge}/bridge").is_dir():
+            raise InstanceError(f"instance {uuid}: nic_tag {nic['nic_tag']!r}: this node has no bridge "
+                                f"{bridge} (see `networkctl list`)")
+    run_dir = RUN_DIR / uuid
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for nic in vm["nics"]:
+        (run_dir / f"{nic['interface']}.network").write_text(network_file(nic, vm.get("resolvers", [])))
+    (run_dir / "resolv.conf").write_text(resolv_conf(vm))
+    NSPAWN_DIR.mkdir(parents=True, exist_ok=True)
+    (NSPAWN_DIR / f"{uuid}.nspawn").write_text(nspawn_settings(vm, settings))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    prog = Path(sys.argv[0]).name
+    try:
+        settings = Settings.load()
+        if prog.endswith("generator"):
+            # systemd calls generators with normal, early and late dirs.
+            generate(Path(args[0]), settings)
+            return 0
+        if len(args) == 2 and args[0] == "prepare":
+            prepare(args[1], settings)
+            return 0
+        if len(args) == 2 and args[0] == "generate":
+            generate(Path(args[1]), settings)
+            return 0
+    except InstanceError as e:
+        print(f"triton-instance: {e}", file=sys.stderr)
+        return 1
+    print("usage: triton_instance.py prepare UUID | generate DIR", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

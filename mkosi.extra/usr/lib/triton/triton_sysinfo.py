@@ -1,0 +1,234 @@
+#!/usr/bin/python3
+"""sysinfo: this compute node described as JSON, in the key names Triton's
+sysinfo uses (booter, CNAPI and the agents read them). Standard library
+only; it reads /sys, /proc, DMI, ZFS and the boot files, and keeps nothing.
+
+  sysinfo            the whole description
+  sysinfo -p         key=value lines (SmartOS's parseable form)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+BOOT_FILES = Path("/run/triton/boot")
+POOL_STATE = Path("/run/triton/pool/state.json")
+DMI = Path("/sys/class/dmi/id")
+SUFFIX = "0"
+
+
+def read(path: Path, default: str = "") -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return default
+
+
+def run(*argv: str) -> str:
+    try:
+        p = subprocess.run(argv, text=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return p.stdout if p.returncode == 0 else ""
+
+
+def os_release() -> dict[str, str]:
+    out = {}
+    for line in read(Path("/usr/lib/os-release")).splitlines():
+        k, sep, v = line.partition("=")
+        if sep:
+            out[k] = v.strip('"')
+    return out
+
+
+def kernel_args(cmdline: str) -> dict[str, str]:
+    out = {}
+    for arg in shlex.split(cmdline):
+        k, _, v = arg.partition("=")
+        out[k] = v
+    return out
+
+
+def node_config() -> dict[str, str]:
+    out = {}
+    for line in read(BOOT_FILES / "node.config").splitlines():
+        k, sep, v = line.strip().partition("=")
+        if sep and not k.startswith("#"):
+            try:
+                parts = shlex.split(v)
+            except ValueError:
+                continue
+            out[k] = parts[0] if parts else ""
+    return out
+
+
+def cpu_info() -> dict[str, Any]:
+    text = read(Path("/proc/cpuinfo"))
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    sockets = {line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("physical id")}
+    cores = {tuple(x) for x in re.findall(r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", text, re.S)}
+    virt = "vmx" if "vmx" in flags else "svm" if "svm" in flags else "none"
+    return {"CPU Type": model, "CPU Virtualization": virt, "CPU Physical Cores": max(len(sockets), 1),
+            "CPU Core Count": len(cores) or os.cpu_count() or 1, "CPU Total Cores": os.cpu_count() or 1}
+
+
+def memory_mib() -> int:
+    m = re.search(r"MemTotal:\s+(\d+) kB", read(Path("/proc/meminfo")))
+    return int(m.group(1)) // 1024 if m else 0
+
+
+def nic_tags() -> dict[str, list[str]]:
+    """MAC -> NIC tags, from the bridges triton-network made (<tag>0)."""
+    out: dict[str, list[str]] = {}
+    for netdev in Path("/run/systemd/network").glob("10-triton-*.netdev"):
+        text = read(netdev)
+        name = re.search(r"^Name=(\S+)", text, re.M)
+        mac = re.search(r"^MACAddress=(\S+)", text, re.M)
+        if name and mac and name.group(1).endswith(SUFFIX):
+            out.setdefault(mac.group(1).lower(), []).append(name.group(1)[: -len(SUFFIX)])
+    return out
+
+
+def addresses() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    try:
+        data = json.loads(run("ip", "-j", "-4", "addr", "show") or "[]")
+    except ValueError:
+        data = []
+    for link in data:
+        out[link.get("ifname", "")] = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])]
+    return out
+
+
+def interfaces() -> tuple[dict[str, Any], dict[str, Any]]:
+    tags = nic_tags()
+    addrs = addresses()
+    physical: dict[str, Any] = {}
+    bridges: dict[str, Any] = {}
+    for dev in sorted(Path("/sys/class/net").iterdir()):
+        name = dev.name
+        if name == "lo":
+            continue
+        mac = read(dev / "address").lower()
+        ip4 = addrs.get(name, [])
+        entry = {"MAC Address": mac, "ip4addr": ip4[0].split("/")[0] if ip4 else "",
+                 "Link Status": "up" if read(dev / "operstate") == "up" else "down"}
+        if (dev / "device").exists():
+            master = dev / "master"
+            bridge = master.resolve().name if master.exists() else ""
+            if bridge:
+                ip4 = addrs.get(bridge, [])
+                entry["ip4addr"] = ip4[0].split("/")[0] if ip4 else ""
+            entry["NIC Names"] = tags.get(mac, [])
+            entry["Bridge"] = bridge
+            physical[name] = entry
+        elif (dev / "bridge").is_dir():
+            bridges[name] = {**entry, "NIC Names": tags.get(mac, []) if name.endswith(SUFFIX) else []}
+    return physical, bridges
+
+
+def disks() -> dict[str, Any]:
+    out = {}
+    for dev in sorted(Path("/sys/block").iterdir()):
+        if dev.name.startswith(("loop", "ram", "zram", "sr", "zd", "dm-")):
+            continue
+        sectors = int(read(dev / "size", "0") or 0)
+        out[dev.name] = {"Size in GB": round(sectors * 512 / 1e9)}
+    return out
+
+
+def zpool() -> dict[str, Any]:
+    try:
+        state = json.loads(read(POOL_STATE) or "{}")
+    except ValueError:
+        state = {}
+    pool = state.get("pool") or "zones"
+    out: dict[str, Any] = {"Setup": "true" if state.get("state") == "imported" else "false"}
+    line = run("zpool", "list", "-H", "-p", "-o", "name,size,health", pool).split()
+    if len(line) == 3:
+        out["Zpool"] = line[0]
+        out["Zpool Size in GiB"] = int(line[1]) // 2**30
+        out["Zpool Health"] = line[2]
+        status = run("zpool", "status", "-P", pool)
+        out["Zpool Disks"] = ",".join(re.findall(r"^\s+(/dev/\S+)", status, re.M))
+        profile = re.search(r"^\s+(mirror|raidz1|raidz2|raidz3|raidz)-\d+", status, re.M)
+        out["Zpool Profile"] = profile.group(1) if profile else "striped"
+        created = run("zfs", "get", "-H", "-p", "-o", "value", "creation", pool).strip()
+        if created.isdigit():
+            out["Zpool Creation"] = int(created)
+    return out
+
+
+def sysinfo() -> dict[str, Any]:
+    osr = os_release()
+    cfg = node_config()
+    physical, bridges = interfaces()
+    boot_time = int(time.time() - float(read(Path("/proc/uptime"), "0 0").split()[0]))
+    system_uuid = read(DMI / "product_uuid").lower()
+    info: dict[str, Any] = {
+        "Live Image": osr.get("TRITON_RELEASE", ""),
+        "System Type": "Linux",
+        "Boot Time": str(boot_time),
+        "Datacenter Name": cfg.get("datacenter_name", ""),
+        "Hostname": os.uname().nodename,
+        "UUID": system_uuid,
+        "Manufacturer": read(DMI / "sys_vendor"),
+        "Product": read(DMI / "product_name"),
+        "Serial Number": read(DMI / "product_serial"),
+        "SKU Number": read(DMI / "product_sku"),
+        "HW Version": read(DMI / "product_version"),
+        "HW Family": read(DMI / "product_family"),
+        "Kernel Version": os.uname().release,
+        "Linux Distribution": osr.get("PRETTY_NAME", ""),
+        **cpu_info(),
+        "MiB of Memory": str(memory_mib()),
+        "Disks": disks(),
+        "Boot Parameters": kernel_args(read(Path("/proc/cmdline"))),
+        "Network Interfaces": physical,
+        "Bridges": bridges,
+        "Virtual Network Interfaces": {},
+        "Link Aggregations": {},
+        **zpool(),
+    }
+    if cfg.get("admin_ip"):
+        info["Admin IP"] = cfg["admin_ip"]
+    return info
+
+
+def flatten(prefix: str, value: Any, out: list[str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            key = re.sub(r"[^A-Za-z0-9]+", "_", k).strip("_")
+            flatten(f"{prefix}{'_' if prefix else ''}{key}", v, out)
+    elif isinstance(value, list):
+        out.append(f"{prefix}='{','.join(map(str, value))}'")
+    else:
+        out.append(f"{prefix}='{value}'")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    info = sysinfo()
+    if args == ["-p"]:
+        lines: list[str] = []
+        flatten("", info, lines)
+        print("\n".join(lines))
+    elif not args:
+        print(json.dumps(info, indent=2))
+    else:
+        print("usage: sysinfo [-p]", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

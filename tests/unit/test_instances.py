@@ -1,0 +1,161 @@
+"""vmadm/imgadm's decisions, without root, ZFS or systemd: payload checks,
+and what an instance's config becomes (unit limits, nspawn settings, its
+NIC's networkd file). The boot tests run the real thing."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from hooks.config import load
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
+import triton_instance as ti  # noqa: E402
+import triton_imgadm as ia  # noqa: E402
+import triton_vmadm as va  # noqa: E402
+
+IMAGE = "0b8e9a44-3c2d-4e5f-8a9b-0c1d2e3f4a5b"
+VM = "6f1c3a2b-9d8e-4f7a-b6c5-d4e3f2a1b0c9"
+
+
+@pytest.fixture
+def settings(tmp_path):
+    data = load().instances.as_json("zones")
+    data["manifests"] = Path(data["manifests"])
+    return ti.Settings(**data)
+
+
+def payload(**kw):
+    return {"uuid": VM, "image_uuid": IMAGE, "alias": "web0",
+            "nics": [{"nic_tag": "admin", "ip": "10.0.2.100", "netmask": "255.255.255.0",
+                      "gateway": "10.0.2.2"}], **kw}
+
+
+def test_defaults_come_from_platform_yaml(settings):
+    vm = ti.check_payload({"image_uuid": IMAGE}, settings)
+    d = load().instances.defaults
+    assert vm["max_physical_memory"] == d["max_physical_memory"]
+    assert vm["cpu_shares"] == d["cpu_shares"] and vm["max_lwps"] == d["max_lwps"]
+    assert vm["quota"] == d["quota"] and vm["autoboot"] is d["autoboot"]
+    assert vm["nics"] == [] and vm["resolvers"] == []
+
+
+@pytest.mark.parametrize("bad,field", [
+    ({"image_uuid": "not-a-uuid"}, "image_uuid"),
+    ({"uuid": "ABC"}, "uuid"),
+    ({"max_physical_memory": -5}, "max_physical_memory"),
+    ({"max_physical_memory": "lots"}, "max_physical_memory"),
+    ({"max_physical_memory": 2**40}, "max_physical_memory"),
+    ({"cpu_cap": 1.5}, "cpu_cap"),
+    ({"max_lwps": 0}, "max_lwps"),
+    ({"quota": True}, "quota"),
+    ({"autoboot": "yes"}, "autoboot"),
+    ({"hostname": "bad_name!"}, "hostname"),
+    ({"resolvers": ["8.8.8.x"]}, "resolvers"),
+    ({"nics": [{"nic_tag": "admin", "ip": "10.0.2.300", "netmask": "255.255.255.0"}]}, "nics[0].ip"),
+    ({"nics": [{"nic_tag": "admin", "ip": "10.0.2.3"}]}, "nics[0].netmask"),
+    ({"nics": [{"nic_tag": "Admin!", "ip": "dhcp"}]}, "nics[0].nic_tag"),
+    ({"nics": [{"nic_tag": "admin", "ip": "dhcp", "mac": "01:00:5e:00:00:01"}]}, "nics[0].mac"),
+    ({"customer_metadata": {"a": 1}}, "customer_metadata"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_bad_payloads_name_the_field(settings, bad, field):
+    with pytest.raises(ti.InstanceError) as e:
+        ti.check_payload(payload(**bad), settings)
+    assert field in str(e.value)
+
+
+def test_missing_image_is_named(settings):
+    with pytest.raises(ti.InstanceError, match="image_uuid: required"):
+        ti.check_payload({"alias": "x"}, settings)
+
+
+def test_limits_become_unit_properties(settings):
+    vm = ti.check_payload(payload(max_physical_memory=512, cpu_cap=50, cpu_shares=200, max_lwps=300), settings)
+    props = ti.unit_properties(vm)
+    assert props == {"MemoryMax": "512M", "MemorySwapMax": "0", "CPUWeight": "200", "TasksMax": "300",
+                     "CPUQuota": "50%"}
+    assert ti.unit_properties({**vm, "cpu_cap": 0})["CPUQuota"] == ""
+    dropin = ti.unit_dropin(vm)
+    assert "MemoryMax=512M" in dropin and "Description=Triton instance web0 (" + VM in dropin
+
+
+def test_nspawn_settings_isolate_and_attach_to_the_tags_bridge(settings):
+    vm = ti.check_payload(payload(hostname="web0"), settings)
+    text = ti.nspawn_settings(vm, settings)
+    assert "PrivateUsers=pick" in text and "Bridge=admin0" in text and "Hostname=web0" in text
+    assert f"LoadCredential=network.network.50-net0:/run/triton/instances/{VM}/net0.network" in text
+    assert "Private=yes" in ti.nspawn_settings(ti.check_payload(payload(nics=[]), settings), settings)
+
+
+def test_network_file_static_and_dhcp(settings):
+    vm = ti.check_payload(payload(resolvers=["10.0.2.3"]), settings)
+    text = ti.network_file(vm["nics"][0], vm["resolvers"])
+    assert "Address=10.0.2.100/24" in text and "Gateway=10.0.2.2" in text and "DNS=10.0.2.3" in text
+    assert f"MACAddress={vm['nics'][0]['mac']}" in text
+    dhcp = ti.check_payload(payload(nics=[{"nic_tag": "admin", "ip": "dhcp"}]), settings)
+    assert "DHCP=ipv4" in ti.network_file(dhcp["nics"][0], [])
+
+
+def test_generated_macs_are_local_unicast():
+    for _ in range(50):
+        first = int(ti.random_mac()[:2], 16)
+        assert first & 0x02 and not first & 0x01
+
+
+def test_update_keeps_nics_and_checks_fields(settings):
+    vm = {**ti.check_payload(payload(), settings), "create_timestamp": "t"}
+    new = ti.check_update(vm, {"max_physical_memory": 1024, "alias": "web1"}, settings)
+    assert new["max_physical_memory"] == 1024 and new["alias"] == "web1"
+    assert new["nics"] == vm["nics"] and new["uuid"] == VM and new["create_timestamp"] == "t"
+    with pytest.raises(ti.InstanceError, match="cannot change image_uuid"):
+        ti.check_update(vm, {"image_uuid": IMAGE}, settings)
+    with pytest.raises(ti.InstanceError, match="max_lwps"):
+        ti.check_update(vm, {"max_lwps": -1}, settings)
+
+
+def test_generator_writes_limits_and_autoboot_wants(tmp_path, settings):
+    top = tmp_path / "zones"
+    s = ti.Settings(**{**settings.__dict__, "pool": str(top)})
+    for u, autoboot in ((VM, True), (IMAGE, False)):
+        cfg = s.config_file(u)
+        cfg.parent.mkdir(parents=True)
+        cfg.write_text(json.dumps(ti.check_payload(payload(uuid=u, autoboot=autoboot), s)))
+    (top / "not-an-instance").mkdir()
+    out = tmp_path / "gen"
+    out.mkdir()
+    ti.generate(out, s)
+    assert (out / f"triton-instance@{VM}.service.d/50-instance.conf").read_text().count("MemoryMax=256M") == 1
+    assert (out / f"triton-instance@{IMAGE}.service.d/50-instance.conf").exists()
+    wants = sorted(p.name for p in (out / "machines.target.wants").iterdir())
+    assert wants == [f"triton-instance@{VM}.service"]
+
+
+def test_vmadm_assignments():
+    assert va.parse_assignments(["max_physical_memory=512", "alias=db", "autoboot=false"]) == \
+        {"max_physical_memory": 512, "alias": "db", "autoboot": False}
+    with pytest.raises(ti.InstanceError, match="field=value"):
+        va.parse_assignments(["oops"])
+
+
+def test_image_manifest_checks(tmp_path):
+    good = {"uuid": IMAGE, "name": "d", "version": "1", "os": "linux", "type": "lx-dataset",
+            "files": [{"size": 10, "sha256": "a" * 64, "compression": "zstd"}]}
+    assert ia.check_manifest(good, "m") == good
+    for change, what in (({"os": "smartos"}, "os"), ({"uuid": "x"}, "uuid"), ({"files": []}, "files"),
+                         ({"files": [{"size": 10, "sha256": "xyz"}]}, "sha256")):
+        with pytest.raises(ti.InstanceError, match=what):
+            ia.check_manifest({**good, **change}, "m")
+    assert ia.file_beside("http://h/x/img.json", good) == "http://h/x/img.tar.zst"
+    assert ia.file_beside("/srv/img.json", {**good, "files": [{"path": "a.tar.gz"}]}) == "/srv/a.tar.gz"
+
+
+def test_image_pack_round_trip(tmp_path):
+    from hooks import image_pack
+    tarball = tmp_path / "img.tar.zst"
+    tarball.write_bytes(b"\x28\xb5\x2f\xfd" + b"x" * 100)
+    m = json.loads(image_pack.write_manifest(tarball, name="img", version="1").read_text())
+    assert ia.check_manifest(m, "m")["files"][0]["size"] == 104
+    assert m["uuid"] == image_pack.manifest(tarball, name="img", version="1")["uuid"]

@@ -86,7 +86,9 @@ def test_nspawn_settings_isolate_and_attach_to_the_tags_bridge(settings):
     vm = ti.check_payload(payload(hostname="web0"), settings)
     text = ti.nspawn_settings(vm, settings)
     assert "PrivateUsers=pick" in text and "Bridge=admin0" in text and "Hostname=web0" in text
-    assert f"LoadCredential=network.network.50-net0:/run/triton/instances/{VM}/net0.network" in text
+    assert "NotifyReady=yes" in text
+    assert ti.nspawn_args(vm) == \
+        f"TRITON_NSPAWN_ARGS=--load-credential=network.network.50-net0:/run/triton/instances/{VM}/net0.network\n"
     assert "Private=yes" in ti.nspawn_settings(ti.check_payload(payload(nics=[]), settings), settings)
 
 

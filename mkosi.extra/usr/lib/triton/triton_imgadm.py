@@ -25,6 +25,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -136,7 +137,10 @@ def extract(src: str, fileinfo: dict[str, Any], root: Path) -> None:
         flag = COMPRESSION[compression]
         argv = ["tar", "-x", "-C", str(root), "--numeric-owner", "--same-permissions", "--same-owner",
                 "--xattrs", "--xattrs-include=*", "--acls"] + ([flag] if flag else [])
-        tar = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        # tar's complaints go to a file: a pipe nobody reads while we feed
+        # tar could fill and stall both.
+        errors = tempfile.TemporaryFile()
+        tar = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=errors)
         assert tar.stdin is not None
         chunk = first
         try:
@@ -152,8 +156,9 @@ def extract(src: str, fileinfo: dict[str, Any], root: Path) -> None:
                 tar.stdin.close()
             except BrokenPipeError:
                 pass
-        err = tar.stderr.read().decode(errors="replace") if tar.stderr else ""
         rc = tar.wait()
+        errors.seek(0)
+        err = errors.read(4096).decode(errors="replace")
     if size != fileinfo["size"] or h.hexdigest() != fileinfo["sha256"]:
         raise InstanceError(f"{src}: the file is not the one the manifest describes: expected "
                             f"{fileinfo['size']} bytes with SHA-256 {fileinfo['sha256']}, got {size} bytes "

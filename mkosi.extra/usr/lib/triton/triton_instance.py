@@ -325,9 +325,8 @@ def nspawn_settings(vm: dict[str, Any], settings: Settings) -> str:
         f"Hostname={vm.get('hostname') or uuid}",
         "ResolvConf=off",
         "LinkJournal=try-guest",
-        # The instance's networkd reads its NIC's config from this credential.
-        *([f"LoadCredential=network.network.50-{n['interface']}:{run_dir}/{n['interface']}.network"
-           for n in vm["nics"]]),
+        # Ready (for systemctl start, vmadm) once the instance's own systemd is.
+        "NotifyReady=yes",
         "",
         "[Files]",
         "PrivateUsersOwnership=auto",
@@ -340,6 +339,15 @@ def nspawn_settings(vm: dict[str, Any], settings: Settings) -> str:
     else:
         lines.append("Private=yes")
     return "\n".join(lines) + "\n"
+
+
+def nspawn_args(vm: dict[str, Any]) -> str:
+    """What .nspawn files cannot say, as the unit's $TRITON_NSPAWN_ARGS: the
+    instance's networkd reads each NIC's config from a credential."""
+    run_dir = RUN_DIR / vm["uuid"]
+    args = [f"--load-credential=network.network.50-{n['interface']}:{run_dir}/{n['interface']}.network"
+            for n in vm["nics"]]
+    return f"TRITON_NSPAWN_ARGS={' '.join(args)}\n"
 
 
 def network_file(nic: dict[str, Any], resolvers: Sequence[str]) -> str:
@@ -414,15 +422,24 @@ def generate(out: Path, settings: Settings) -> None:
                 link.symlink_to(TEMPLATE)
 
 
-def prepare(uuid: str, settings: Settings) -> None:
-    """Mount the instance's dataset if needed and write its nspawn settings."""
-    if not is_uuid(uuid):
-        raise InstanceError(f"{uuid!r} is not an instance UUID")
+def mount(uuid: str, settings: Settings) -> None:
     dataset = settings.dataset(uuid)
     if not zfs_exists(dataset):
-        raise InstanceError(f"instance {uuid}: no dataset {dataset}")
+        raise InstanceError(f"instance {uuid}: no such instance (no dataset {dataset}; see `vmadm list`)")
     if zfs_get(dataset, "mounted") != "yes":
         run("zfs", "mount", dataset)
+
+
+def prepare(uuid: str, settings: Settings) -> None:
+    """Check the instance's dataset is mounted and write its nspawn settings."""
+    if not is_uuid(uuid):
+        raise InstanceError(f"{uuid!r} is not an instance UUID")
+    # No zfs here: the unit's device policy keeps /dev/zfs from it (and from
+    # the instance). The initrd mounts instances' datasets at boot, vmadm
+    # whenever it creates or starts one.
+    if not os.path.ismount(settings.mountpoint(uuid)):
+        raise InstanceError(f"instance {uuid}: its dataset {settings.dataset(uuid)} is not mounted on "
+                            f"{settings.mountpoint(uuid)} (`vmadm start {uuid}` mounts it)")
     vm = read_config(uuid, settings)
     root = settings.root(uuid)
     if not (root / "etc").is_dir():
@@ -437,6 +454,7 @@ def prepare(uuid: str, settings: Settings) -> None:
     for nic in vm["nics"]:
         (run_dir / f"{nic['interface']}.network").write_text(network_file(nic, vm.get("resolvers", [])))
     (run_dir / "resolv.conf").write_text(resolv_conf(vm))
+    (run_dir / "nspawn.env").write_text(nspawn_args(vm))
     NSPAWN_DIR.mkdir(parents=True, exist_ok=True)
     (NSPAWN_DIR / f"{uuid}.nspawn").write_text(nspawn_settings(vm, settings))
 

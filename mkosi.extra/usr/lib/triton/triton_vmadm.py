@@ -136,6 +136,7 @@ def create(payload: Any, settings: Settings) -> str:
 
 
 def start(uuid: str, settings: Settings) -> None:
+    ti.mount(uuid, settings)
     ti.read_config(uuid, settings)
     # Blocks until the instance's own systemd has finished booting (Type=notify).
     p = run("systemctl", "start", unit(uuid), check=False)
@@ -150,6 +151,7 @@ def stop(uuid: str, settings: Settings) -> None:
 
 
 def reboot(uuid: str, settings: Settings) -> None:
+    ti.mount(uuid, settings)
     ti.read_config(uuid, settings)
     run("systemctl", "restart", unit(uuid))
 

@@ -191,6 +191,7 @@ def import_image(manifest_src: str, file_src: Optional[str], settings: Settings)
         # Instances are clones; the image itself need not stay mounted.
         run("zfs", "set", "canmount=noauto", dataset)
         run("zfs", "unmount", dataset, check=False)
+        ti.remove_mountpoint(settings.mountpoint(uuid))
         settings.manifests.mkdir(parents=True, exist_ok=True)
         target = manifest_path(uuid, settings)
         target.with_suffix(".tmp").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -198,6 +199,7 @@ def import_image(manifest_src: str, file_src: Optional[str], settings: Settings)
     except BaseException:
         if created:
             run("zfs", "destroy", "-r", dataset, check=False)
+            ti.remove_mountpoint(settings.mountpoint(uuid))
         raise
     return manifest, True
 
@@ -213,6 +215,7 @@ def delete_image(uuid: str, settings: Settings) -> None:
         users = ", ".join(c.rsplit("/", 1)[-1] for c in clones)
         raise InstanceError(f"image {uuid} is used by instance(s) {users}: delete them first (`vmadm delete`)")
     run("zfs", "destroy", "-r", settings.dataset(uuid))
+    ti.remove_mountpoint(settings.mountpoint(uuid))
     manifest_path(uuid, settings).unlink(missing_ok=True)
 
 

@@ -430,6 +430,14 @@ def mount(uuid: str, settings: Settings) -> None:
         run("zfs", "mount", dataset)
 
 
+def remove_mountpoint(path: Path) -> None:
+    """ZFS leaves a destroyed or unmounted dataset's empty directory behind."""
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
 def prepare(uuid: str, settings: Settings) -> None:
     """Check the instance's dataset is mounted and write its nspawn settings."""
     if not is_uuid(uuid):

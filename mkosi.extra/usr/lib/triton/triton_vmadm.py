@@ -163,6 +163,7 @@ def remove(uuid: str, settings: Settings) -> None:
     dataset = settings.dataset(uuid)
     if ti.zfs_exists(dataset):
         run("zfs", "destroy", "-r", dataset)
+    ti.remove_mountpoint(settings.mountpoint(uuid))
     for p in (ti.NSPAWN_DIR / f"{uuid}.nspawn",):
         p.unlink(missing_ok=True)
     rundir = ti.RUN_DIR / uuid

@@ -63,23 +63,34 @@ def test_files_booter_injects_arrive_unchanged(pxe_node):
 
 
 def boot_nic(node) -> str:
-    nic = node.succeed(f"ip -color=never -br link | awk '$3 == \"{Node.MAC}\" {{print $1}}'")
-    assert nic, "the boot NIC is not there"
+    """The physical NIC booter booted from (its bridge has the same MAC)."""
+    nic = node.succeed(f"for d in /sys/class/net/*; do [ -e $d/device ] && "
+                       f"[ $(cat $d/address) = {Node.MAC} ] && basename $d; done; true")
+    assert nic and "\n" not in nic, f"the boot NIC is not there: {nic!r}"
     return nic
 
 
 def test_boot_nic_keeps_its_address_after_switch_root(pxe_node):
+    """The address DHCP gave the boot NIC's MAC stays with that MAC: on the
+    admin0 bridge, whose port the NIC now is (NIC tag admin)."""
     nic = boot_nic(pxe_node)
-    assert "inet 10.0.2.15/24" in pxe_node.succeed(f"ip -color=never -4 addr show dev {nic}")
+    assert pxe_node.succeed(f"basename $(readlink /sys/class/net/{nic}/master)") == "admin0"
+    assert pxe_node.succeed("cat /sys/class/net/admin0/address") == Node.MAC
+    assert "inet 10.0.2.15/24" in pxe_node.succeed("ip -color=never -4 addr show dev admin0")
     assert "MACAddress=52:54:00:12:34:56" in pxe_node.succeed("cat /run/systemd/network/10-triton-boot.network")
-    assert "default via 10.0.2.2" in pxe_node.succeed("ip -color=never -4 route")
+    assert "default via 10.0.2.2 dev admin0" in pxe_node.succeed("ip -color=never -4 route")
 
 
 def test_booted_systems_networkd_manages_the_boot_nic(pxe_node):
     """The initrd's networkd is stopped before switch-root
-    (triton-stop-initrd-network.service), so the booted system's own runs."""
+    (triton-stop-initrd-network.service), so the booted system's own runs,
+    with the NIC tags triton-network made from booter's networking.json."""
+    out = pxe_node.succeed("networkctl status --no-pager -n0 admin0")
+    assert "10.0.2.15" in out and "10-triton-admin0.network" in out
     out = pxe_node.succeed(f"networkctl status --no-pager -n0 {boot_nic(pxe_node)}")
-    assert "10.0.2.15" in out and "10-triton-boot.network" in out
+    assert "enslaved" in out and "10-triton-admin0-port.network" in out
+    assert "NIC tags: admin (52:54:00:12:34:56) on bridge admin0" in \
+        pxe_node.succeed("journalctl -b -u triton-network -o cat")
 
 
 def test_zfs_module_loads(pxe_node):

@@ -161,3 +161,30 @@ def test_debians_pool_import_units_are_off(image_root):
     assert "zfs-load-module.service" not in units
     assert "zfs-mount.service" in units
     assert (image_root.path / "etc/systemd/system/paths.target.wants/triton-persist-root.path").is_symlink()
+
+
+def test_instance_unit_and_settings_are_platform_yamls(image_root):
+    from hooks.config import load
+    settings = load()
+    assert json.loads((image_root.path / "usr/lib/triton/instances.json").read_text()) == \
+        json.loads(json.dumps(settings.instances.as_json(settings.pool.name)))
+    unit = (image_root.path / "usr/lib/systemd/system/triton-instance@.service").read_text()
+    assert f"--directory=/{settings.pool.name}/%i/{settings.instances.root_dir}" in unit
+    assert f"TimeoutStopSec={settings.instances.stop_timeout}" in unit
+    res = image_root.run(["systemd-analyze", "verify", "--man=no",
+                          "triton-instance@6f1c3a2b-9d8e-4f7a-b6c5-d4e3f2a1b0c9.service"])
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("tool,words", [("vmadm", "create"), ("imgadm", "import"), ("triton-pool", "setup")])
+def test_node_clis_run_with_the_images_python(image_root, tool, words):
+    res = image_root.run([tool, "--help"])
+    assert res.returncode == 0 and words in res.stdout, res.stderr
+
+
+def test_instance_generator_runs_on_a_node_without_instances(image_root):
+    res = image_root.run(["sh", "-c", "mkdir -p /tmp/g && /usr/lib/systemd/system-generators/"
+                          "triton-instance-generator /tmp/g /tmp/g /tmp/g && echo generated"])
+    assert res.returncode == 0 and "generated" in res.stdout, res.stderr
+    res = image_root.run(["sysinfo"])
+    assert res.returncode == 0 and json.loads(res.stdout)["System Type"] == "Linux", res.stderr

@@ -25,6 +25,13 @@ DMI = Path("/sys/class/dmi/id")
 SUFFIX = "0"
 
 
+def entries(path: Path) -> list[Path]:
+    try:
+        return sorted(path.iterdir())
+    except OSError:
+        return []
+
+
 def read(path: Path, default: str = "") -> str:
     try:
         return path.read_text().strip()
@@ -114,7 +121,7 @@ def interfaces() -> tuple[dict[str, Any], dict[str, Any]]:
     addrs = addresses()
     physical: dict[str, Any] = {}
     bridges: dict[str, Any] = {}
-    for dev in sorted(Path("/sys/class/net").iterdir()):
+    for dev in entries(Path("/sys/class/net")):
         name = dev.name
         if name == "lo":
             continue
@@ -138,7 +145,7 @@ def interfaces() -> tuple[dict[str, Any], dict[str, Any]]:
 
 def disks() -> dict[str, Any]:
     out = {}
-    for dev in sorted(Path("/sys/block").iterdir()):
+    for dev in entries(Path("/sys/block")):
         if dev.name.startswith(("loop", "ram", "zram", "sr", "zd", "dm-")):
             continue
         sectors = int(read(dev / "size", "0") or 0)

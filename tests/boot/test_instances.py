@@ -234,14 +234,22 @@ def test_machinectl_login_with_the_instances_root_password(node):
     assert n.succeed("hostname") != "web0"
 
 
-def test_stop_start_and_a_live_update(node):
+def test_stop_start_reboot_and_a_live_update(node):
+    """SmartOS's zoneadm shutdown/boot, as the design maps them."""
     n = node.node
-    n.succeed(f"vmadm stop {WEB}", 300)
+    n.succeed(f"machinectl stop {WEB}", 120)
+    n.succeed(f"while systemctl -q is-active triton-instance@{WEB}; do sleep 1; done", 300)
     assert re.search(rf"^{WEB}\s.*\sstopped\s", n.succeed("vmadm list"), re.M)
     assert n.succeed(f"machinectl list --no-legend | grep -c {WEB} || true") == "0"
     began = time.monotonic()
-    n.succeed(f"vmadm start {WEB}", 300)
-    figures["vmadm start to running (s, TCG)"] = f"{time.monotonic() - began:.1f}"
+    n.succeed(f"systemctl start triton-instance@{WEB}", 300)
+    figures["systemctl start to running (s, TCG)"] = f"{time.monotonic() - began:.1f}"
+    assert json.loads(n.succeed(f"vmadm lookup -j -1 alias=web0"))[0]["state"] == "running"
+    leader = n.succeed(f"machinectl show {WEB} -p Leader --value")
+    n.succeed(f"vmadm reboot {WEB}", 300)
+    assert n.succeed(f"systemctl -M {WEB} is-system-running --wait", 300) == "running"
+    # A new instance init: booted again, not just left running.
+    assert n.succeed(f"machinectl show {WEB} -p Leader --value") != leader
     # Changed while it runs: the cgroup's limit changes at once, and stays.
     cgroup = f"/sys/fs/cgroup/machine.slice/triton-instance@{WEB}.service"
     n.succeed(f"vmadm update {WEB} max_physical_memory=512 cpu_cap=150 quota=3")

@@ -238,6 +238,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             elif args.source.endswith(TAR_SUFFIXES) and not is_url(args.source):
                 stem = next(args.source[: -len(s)] for s in TAR_SUFFIXES if args.source.endswith(s))
                 manifest_src, file_src = stem + ".json", args.source
+            elif ti.is_uuid(args.source):
+                raise InstanceError(f"import {args.source}: importing by UUID needs an image server (IMGAPI), "
+                                    f"and this node has none configured; give the manifest's path or URL")
             else:
                 manifest_src, file_src = args.source, None
             m, new = import_image(manifest_src, file_src, settings)

@@ -145,8 +145,11 @@ def start(uuid: str, settings: Settings) -> None:
         raise InstanceError(f"instance {uuid} did not start: {p.stderr.strip()}\n{why.rstrip()}")
 
 
-def stop(uuid: str, settings: Settings) -> None:
+def stop(uuid: str, settings: Settings, force: bool = False) -> None:
     ti.read_config(uuid, settings)
+    if force:
+        # -F: no clean shutdown of the instance's own systemd.
+        run("systemctl", "kill", "--signal=SIGKILL", unit(uuid), check=False)
     run("systemctl", "stop", unit(uuid))
 
 
@@ -225,7 +228,17 @@ def info(uuid: str, settings: Settings) -> dict[str, Any]:
     return out
 
 
-LIST_FIELDS = {"uuid": 36, "type": 4, "ram": 7, "state": 16, "alias": 0}
+def lookup(filters: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    """Instances whose fields equal all of `filters` (vmadm lookup field=value)."""
+    out = []
+    for u in ti.instance_uuids(settings):
+        try:
+            vm = info(u, settings)
+        except InstanceError:
+            continue
+        if all(str(vm.get(k)).lower() == str(v).lower() for k, v in filters.items()):
+            out.append(vm)
+    return out
 
 
 def list_rows(fields: Sequence[str], settings: Settings) -> list[list[str]]:
@@ -273,8 +286,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser("list", help="the node's instances")
     p.add_argument("-H", dest="no_header", action="store_true")
     p.add_argument("-o", dest="fields", default="uuid,type,ram,state,alias")
-    for name in ("get", "start", "stop", "reboot", "delete"):
+    for name in ("get", "start", "reboot", "delete"):
         sub.add_parser(name).add_argument("uuid")
+    p = sub.add_parser("stop")
+    p.add_argument("uuid")
+    p.add_argument("-F", dest="force", action="store_true", help="kill it, no clean shutdown")
+    p = sub.add_parser("lookup", help="instances matching field=value filters")
+    p.add_argument("-j", dest="json", action="store_true")
+    p.add_argument("-1", dest="one", action="store_true", help="exactly one must match")
+    p.add_argument("filters", nargs="*")
     p = sub.add_parser("update", help="change limits, alias, autoboot, metadata")
     p.add_argument("uuid")
     p.add_argument("-f", "--file")
@@ -285,14 +305,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.cmd == "create":
             began = time.monotonic()
             u = create(read_payload(args.file), settings)
-            say(f"Successfully created VM {u} ({time.monotonic() - began:.1f}s)")
+            say(f"Successfully created VM {u}")
+            print(f"vmadm: created and started in {time.monotonic() - began:.1f} s", file=sys.stderr)
         elif args.cmd == "list":
             fields = [f for f in args.fields.split(",") if f]
             say(format_table(fields, list_rows(fields, settings), not args.no_header))
         elif args.cmd == "get":
             say(json.dumps(info(args.uuid, settings), indent=2, sort_keys=True))
-        elif args.cmd in ("start", "stop", "reboot"):
-            {"start": start, "stop": stop, "reboot": reboot}[args.cmd](args.uuid, settings)
+        elif args.cmd == "lookup":
+            found = lookup(parse_assignments(args.filters), settings)
+            if args.one and len(found) != 1:
+                raise InstanceError(f"lookup -1: {len(found)} instances match, not exactly one")
+            say(json.dumps(found, indent=2, sort_keys=True) if args.json else "\n".join(v["uuid"] for v in found))
+        elif args.cmd == "stop":
+            stop(args.uuid, settings, args.force)
+            say(f"Successfully completed stop for VM {args.uuid}")
+        elif args.cmd in ("start", "reboot"):
+            {"start": start, "reboot": reboot}[args.cmd](args.uuid, settings)
             say(f"Successfully completed {args.cmd} for VM {args.uuid}")
         elif args.cmd == "update":
             if args.file and args.assignments:

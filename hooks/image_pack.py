@@ -11,13 +11,14 @@ same image.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
 import uuid as uuidlib
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+from hooks.files import sha256_file
 
 SUFFIXES = {".tar.zst": "zstd", ".tar.gz": "gzip", ".tgz": "gzip", ".tar.xz": "xz", ".tar": "none"}
 
@@ -29,18 +30,10 @@ def stem_and_compression(tarball: Path) -> tuple[str, str]:
     raise ValueError(f"{tarball}: not a tarball ({', '.join(SUFFIXES)})")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def manifest(tarball: Path, name: str, version: str, image_uuid: Optional[str] = None,
              description: str = "", published: Optional[float] = None) -> dict[str, Any]:
     _, compression = stem_and_compression(tarball)
-    digest = sha256(tarball)
+    digest = sha256_file(tarball)
     return {
         "v": 2,
         "uuid": image_uuid or str(uuidlib.UUID(digest[:32], version=4)),

@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from triton_pool import _os_release as os_release  # noqa: E402
+
 BOOT_FILES = Path("/run/triton/boot")
 POOL_STATE = Path("/run/triton/pool/state.json")
 DMI = Path("/sys/class/dmi/id")
@@ -45,15 +48,6 @@ def run(*argv: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return p.stdout if p.returncode == 0 else ""
-
-
-def os_release() -> dict[str, str]:
-    out = {}
-    for line in read(Path("/usr/lib/os-release")).splitlines():
-        k, sep, v = line.partition("=")
-        if sep:
-            out[k] = v.strip('"')
-    return out
 
 
 def kernel_args(cmdline: str) -> dict[str, str]:

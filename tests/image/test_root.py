@@ -188,3 +188,9 @@ def test_instance_generator_runs_on_a_node_without_instances(image_root):
     assert res.returncode == 0 and "generated" in res.stdout, res.stderr
     res = image_root.run(["sysinfo"])
     assert res.returncode == 0 and json.loads(res.stdout)["System Type"] == "Linux", res.stderr
+
+
+def test_kernel_limits_allow_many_instances(image_root):
+    """The kernel's default of 128 inotify instances stopped the 18th instance."""
+    text = (image_root.path / "usr/lib/sysctl.d/50-triton-instances.conf").read_text()
+    assert "fs.inotify.max_user_instances = 1048576" in text

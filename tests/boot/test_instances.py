@@ -269,6 +269,8 @@ def test_sysinfo_describes_the_node(node, platform):
     nic = info["Network Interfaces"][next(iter(info["Network Interfaces"]))]
     assert nic["MAC Address"] == Node.MAC and nic["NIC Names"] == ["admin"] and nic["ip4addr"] == "10.0.2.15"
     assert int(info["MiB of Memory"]) > 1500 and info["Boot Parameters"]["console"] == "ttyS1,115200n8"
+    # Limits for many instances' systemds (the default 128 stopped the 18th).
+    assert node.node.succeed("sysctl -n fs.inotify.max_user_instances") == "1048576"
 
 
 def test_after_a_node_reboot_the_autoboot_instance_runs_with_its_data(node):

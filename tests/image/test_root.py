@@ -194,3 +194,11 @@ def test_kernel_limits_allow_many_instances(image_root):
     """The kernel's default of 128 inotify instances stopped the 18th instance."""
     text = (image_root.path / "usr/lib/sysctl.d/50-triton-instances.conf").read_text()
     assert "fs.inotify.max_user_instances = 1048576" in text
+
+
+def test_ssh_over_vsock_generator_is_masked(image_root):
+    """systemd-ssh-generator probes AF_VSOCK at every boot (loading the vsock
+    and VMCI modules, ~3 s under TCG) and fails on a node without a
+    hypervisor's vsock; nodes are reached over the network."""
+    link = image_root.path / "etc/systemd/system-generators/systemd-ssh-generator"
+    assert link.is_symlink() and str(link.readlink()) == "/dev/null"

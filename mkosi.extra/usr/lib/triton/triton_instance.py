@@ -205,7 +205,11 @@ def random_mac() -> str:
 # Fields vmadm create applies, and Triton fields it keeps in vm.json as given.
 APPLIED = {"uuid", "alias", "image_uuid", "hostname", "nics", "autoboot", "resolvers",
            "customer_metadata", "internal_metadata", *LIMITS}
-KEPT = {"owner_uuid", "billing_id", "package_name", "package_version", "tags", "brand", "dns_domain"}
+# (What Triton's provisioner sends that has no meaning here is kept, not
+# refused, so its payloads pass unchanged.)
+KEPT = {"owner_uuid", "billing_id", "package_name", "package_version", "tags", "brand", "dns_domain",
+        "server_uuid", "kernel_version", "max_swap", "max_locked_memory", "zfs_io_priority",
+        "firewall_enabled", "creator_uuid", "origin"}
 
 
 def check_payload(payload: Any, settings: Settings) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def test_nic_tags_from_networking_json():
 
 
 def test_each_tag_is_a_bridge_with_its_nics_mac():
-    files = tn.files({"admin": "52:54:00:12:34:56", "external": "52:54:00:aa:bb:cc"})
+    files = tn.files({"admin": "52:54:00:12:34:56", "external": "52:54:00:aa:bb:cc"}, "0")
     assert "Kind=bridge" in files["10-triton-admin0.netdev"]
     assert "MACAddress=52:54:00:12:34:56" in files["10-triton-admin0.netdev"]
     assert "Bridge=admin0" in files["10-triton-admin0-port.network"]

@@ -434,6 +434,15 @@ def mount(uuid: str, settings: Settings) -> None:
         run("zfs", "mount", dataset)
 
 
+def check_bridges(vm: dict[str, Any], settings: Settings) -> None:
+    """Each NIC's tag must be a bridge on this node (triton-network makes them)."""
+    for i, nic in enumerate(vm["nics"]):
+        bridge = settings.bridge(nic["nic_tag"])
+        if not Path(f"/sys/class/net/{bridge}/bridge").is_dir():
+            raise InstanceError(f"nics[{i}].nic_tag: this node has no NIC tag {nic['nic_tag']!r} "
+                                f"(no bridge {bridge}; see `networkctl list`)")
+
+
 def remove_mountpoint(path: Path) -> None:
     """ZFS leaves a destroyed or unmounted dataset's empty directory behind."""
     try:
@@ -456,11 +465,10 @@ def prepare(uuid: str, settings: Settings) -> None:
     root = settings.root(uuid)
     if not (root / "etc").is_dir():
         raise InstanceError(f"instance {uuid}: {root} holds no root filesystem")
-    for nic in vm["nics"]:
-        bridge = settings.bridge(nic["nic_tag"])
-        if not Path(f"/sys/class/net/{bridge}/bridge").is_dir():
-            raise InstanceError(f"instance {uuid}: nic_tag {nic['nic_tag']!r}: this node has no bridge "
-                                f"{bridge} (see `networkctl list`)")
+    try:
+        check_bridges(vm, settings)
+    except InstanceError as e:
+        raise InstanceError(f"instance {uuid}: {e}")
     run_dir = RUN_DIR / uuid
     run_dir.mkdir(parents=True, exist_ok=True)
     for nic in vm["nics"]:

@@ -25,7 +25,8 @@ from typing import Any, Optional
 BOOT_FILES = Path("/run/triton/boot")
 NETWORKING = BOOT_FILES / "triton-networking.json"
 OUT = Path("/run/systemd/network")
-SUFFIX = "0"
+# platform.yaml's instances.bridge_suffix: vmadm attaches nic_tag T to T + it.
+INSTANCES = Path("/usr/lib/triton/instances.json")
 MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 TAG_RE = re.compile(r"[a-z][a-z0-9_]{0,12}")
 PROG = "triton-network"
@@ -83,11 +84,11 @@ def nic_tags(networking: Any, source: str) -> tuple[dict[str, str], list[str]]:
     return tags, problems
 
 
-def files(tags: dict[str, str]) -> dict[str, str]:
+def files(tags: dict[str, str], suffix: str) -> dict[str, str]:
     """networkd files for these tags: a bridge per tag, the NIC its port."""
     out = {}
     for tag, mac in sorted(tags.items()):
-        bridge = tag + SUFFIX
+        bridge = tag + suffix
         out[f"10-triton-{bridge}.netdev"] = (
             f"# NIC tag {tag} (triton-network)\n[NetDev]\nName={bridge}\nKind=bridge\nMACAddress={mac}\n\n"
             "[Bridge]\nSTP=no\nForwardDelaySec=0\n")
@@ -115,11 +116,12 @@ def main() -> int:
         mac = bootif_mac(Path("/proc/cmdline").read_text())
         if mac and mac not in tags.values():
             tags["admin"] = mac
+    suffix = json.loads(INSTANCES.read_text())["bridge_suffix"]
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, text in files(tags).items():
+    for name, text in files(tags, suffix).items():
         (OUT / name).write_text(text)
     if tags:
-        say("NIC tags: " + ", ".join(f"{t} ({m}) on bridge {t}{SUFFIX}" for t, m in sorted(tags.items())))
+        say("NIC tags: " + ", ".join(f"{t} ({m}) on bridge {t}{suffix}" for t, m in sorted(tags.items())))
     else:
         say("no NIC tags (no networking.json, no BOOTIF=): DHCP on every NIC")
     return 0

@@ -34,6 +34,9 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from triton_network import bootif_mac  # noqa: E402
+
 SETTINGS = Path("/usr/lib/triton/pool.json")
 RUN = Path("/run/triton/pool")
 STATE = RUN / "state.json"
@@ -326,7 +329,7 @@ def ensure_hostid() -> tuple[int, str]:
         hostid, source = hostid_from_uuid(uuid), f"SMBIOS system UUID {uuid}"
     else:
         # No usable UUID: the boot NIC's MAC is the next most stable identity.
-        mac = kernel_args(_read(Path("/proc/cmdline"))).get("BOOTIF", "")[3:].replace("-", ":")
+        mac = bootif_mac(_read(Path("/proc/cmdline")))
         if not mac:
             raise PoolError("the firmware reports no system UUID and the boot has no BOOTIF=: "
                             "cannot derive a stable hostid; pools are not imported")

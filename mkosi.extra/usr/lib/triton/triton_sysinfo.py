@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from triton_pool import _os_release as os_release  # noqa: E402
+from triton_pool import _os_release as os_release, kernel_args  # noqa: E402
 
 BOOT_FILES = Path("/run/triton/boot")
 POOL_STATE = Path("/run/triton/pool/state.json")
 DMI = Path("/sys/class/dmi/id")
-SUFFIX = "0"
+INSTANCES = Path("/usr/lib/triton/instances.json")
 
 
 def entries(path: Path) -> list[Path]:
@@ -48,14 +48,6 @@ def run(*argv: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return p.stdout if p.returncode == 0 else ""
-
-
-def kernel_args(cmdline: str) -> dict[str, str]:
-    out = {}
-    for arg in shlex.split(cmdline):
-        k, _, v = arg.partition("=")
-        out[k] = v
-    return out
 
 
 def node_config() -> dict[str, str]:
@@ -87,15 +79,22 @@ def memory_mib() -> int:
     return int(m.group(1)) // 1024 if m else 0
 
 
-def nic_tags() -> dict[str, list[str]]:
-    """MAC -> NIC tags, from the bridges triton-network made (<tag>0)."""
+def bridge_suffix() -> str:
+    try:
+        return json.loads(INSTANCES.read_text())["bridge_suffix"]
+    except (OSError, ValueError, KeyError):
+        return "0"
+
+
+def nic_tags(suffix: str) -> dict[str, list[str]]:
+    """MAC -> NIC tags, from the bridges triton-network made (<tag><suffix>)."""
     out: dict[str, list[str]] = {}
     for netdev in Path("/run/systemd/network").glob("10-triton-*.netdev"):
         text = read(netdev)
         name = re.search(r"^Name=(\S+)", text, re.M)
         mac = re.search(r"^MACAddress=(\S+)", text, re.M)
-        if name and mac and name.group(1).endswith(SUFFIX):
-            out.setdefault(mac.group(1).lower(), []).append(name.group(1)[: -len(SUFFIX)])
+        if name and mac and name.group(1).endswith(suffix):
+            out.setdefault(mac.group(1).lower(), []).append(name.group(1)[: len(name.group(1)) - len(suffix)])
     return out
 
 
@@ -111,7 +110,8 @@ def addresses() -> dict[str, list[str]]:
 
 
 def interfaces() -> tuple[dict[str, Any], dict[str, Any]]:
-    tags = nic_tags()
+    suffix = bridge_suffix()
+    tags = nic_tags(suffix)
     addrs = addresses()
     physical: dict[str, Any] = {}
     bridges: dict[str, Any] = {}
@@ -133,7 +133,7 @@ def interfaces() -> tuple[dict[str, Any], dict[str, Any]]:
             entry["Bridge"] = bridge
             physical[name] = entry
         elif (dev / "bridge").is_dir():
-            bridges[name] = {**entry, "NIC Names": tags.get(mac, []) if name.endswith(SUFFIX) else []}
+            bridges[name] = {**entry, "NIC Names": tags.get(mac, []) if name.endswith(suffix) else []}
     return physical, bridges
 
 

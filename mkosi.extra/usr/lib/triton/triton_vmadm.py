@@ -107,11 +107,7 @@ def create(payload: Any, settings: Settings) -> str:
     if instance_exists(uuid, settings):
         raise InstanceError(f"uuid: an instance {uuid} already exists on this node")
     snap = image_snapshot(vm["image_uuid"], settings)
-    for nic in vm["nics"]:
-        bridge = settings.bridge(nic["nic_tag"])
-        if not Path(f"/sys/class/net/{bridge}/bridge").is_dir():
-            raise InstanceError(f"nics[0].nic_tag: this node has no NIC tag {nic['nic_tag']!r} "
-                                f"(no bridge {bridge}; see `networkctl list`)")
+    ti.check_bridges(vm, settings)
     vm["create_timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     dataset = settings.dataset(uuid)
     created = False

@@ -43,6 +43,8 @@ HOST_PACKAGES: dict[str, str] = {
     "qemu-system-x86": "boot tests",
     "qemu-utils": "qemu-img for test disks",
     "ipxe-qemu": "QEMU's PXE boot ROM",
+    "iproute2": "the tests' own network namespaces and switches",
+    "iputils-ping": "tests reach a node's static addresses",
 }
 # Packages that must come from backports on bookworm, with the minimum version.
 BACKPORTED = {"mkosi": "24.3"}

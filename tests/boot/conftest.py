@@ -60,15 +60,19 @@ def logs() -> Path:
 
 
 def pxe_script(http: HttpServer, platform: Platform, extra_args: list[str],
-               modules: Sequence[bootfiles.Module] = ()) -> str:
+               modules: Sequence[bootfiles.Module] = (), inject: str = "/inject") -> str:
     """booter's boot script for this node: the build's boot.ipxe template with
-    booter's module lines, preceded by the base URL of our HTTP server."""
+    booter's module lines (node.config and networking.json from `inject` on
+    our HTTP server, as booter serves them), preceded by the server's URL."""
+    own = [bootfiles.Module(http.guest_url(f"{inject}/node.config"), "/etc/node.config"),
+           bootfiles.Module(http.guest_url(f"{inject}/networking.json"), "/etc/triton-networking.json")]
+    if http.lookup(f"{inject}/networking.json.hash") is not None:
+        own.append(bootfiles.Module(http.guest_url(f"{inject}/networking.json.hash"),
+                                    "/etc/triton-networking.json.hash"))
     text = bootfiles.boot_ipxe(
         platform.stamp, {k: str(v.relative_to(platform.path)) for k, v in platform.paths.items()},
         load(),
-        modules=[bootfiles.Module(http.guest_url("/inject/node.config"), "/etc/node.config"),
-                 bootfiles.Module(http.guest_url("/inject/networking.json"), "/etc/triton-networking.json"),
-                 *modules],
+        modules=[*own, *modules],
         extra_args=extra_args,
     )
     head, _, rest = text.partition("\n")

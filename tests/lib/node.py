@@ -20,7 +20,7 @@ import shlex
 import time
 import uuid
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import pexpect
 
@@ -68,14 +68,16 @@ def qemu_base(memory_mib: int) -> list[str]:
 class Node:
     MAC = "52:54:00:12:34:56"
 
-    def __init__(self, argv: Sequence[str], log_path: Path) -> None:
+    def __init__(self, argv: Sequence[str], log_path: Path,
+                 preexec_fn: Optional[Callable[[], None]] = None) -> None:
         self.argv = list(argv)
         self.log_path = log_path
         self._log = log_path.open("w", encoding="utf-8", errors="replace")
         self._log.write("# " + shlex.join(self.argv) + "\n")
         self.started = time.monotonic()
         self.child = pexpect.spawn(self.argv[0], self.argv[1:], encoding="utf-8",
-                                   codec_errors="replace", timeout=None, maxread=65536)
+                                   codec_errors="replace", timeout=None, maxread=65536,
+                                   preexec_fn=preexec_fn)
         self.child.logfile_read = self._log
         self.logged_in = False
 
@@ -106,9 +108,10 @@ class Node:
 
     @classmethod
     def pxe(cls, tftp: Path, bootfile: str, log_path: Path, memory_mib: int = 2048,
-            extra: Sequence[str] = ()) -> "Node":
+            extra: Sequence[str] = (), preexec_fn: Optional[Callable[[], None]] = None) -> "Node":
+        """PXE boot from the first NIC (user-mode network: the admin NIC)."""
         argv = [*qemu_base(memory_mib), *cls.netdev(tftp, bootfile), "-boot", "n", *extra]
-        return cls(argv, log_path)
+        return cls(argv, log_path, preexec_fn)
 
     # -- waiting ------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import time
@@ -20,12 +19,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from triton_nodeconfig import parse_node_config  # noqa: E402
 from triton_pool import _os_release as os_release, kernel_args  # noqa: E402
 
 BOOT_FILES = Path("/run/triton/boot")
 POOL_STATE = Path("/run/triton/pool/state.json")
 DMI = Path("/sys/class/dmi/id")
-INSTANCES = Path("/usr/lib/triton/instances.json")
+NETWORK_STATE = Path("/run/triton/network.json")
 
 
 def entries(path: Path) -> list[Path]:
@@ -51,16 +51,7 @@ def run(*argv: str) -> str:
 
 
 def node_config() -> dict[str, str]:
-    out = {}
-    for line in read(BOOT_FILES / "node.config").splitlines():
-        k, sep, v = line.strip().partition("=")
-        if sep and not k.startswith("#"):
-            try:
-                parts = shlex.split(v)
-            except ValueError:
-                continue
-            out[k] = parts[0] if parts else ""
-    return out
+    return parse_node_config(read(BOOT_FILES / "node.config"))[0]
 
 
 def cpu_info() -> dict[str, Any]:
@@ -79,23 +70,12 @@ def memory_mib() -> int:
     return int(m.group(1)) // 1024 if m else 0
 
 
-def bridge_suffix() -> str:
+def network_state() -> dict[str, Any]:
+    """What triton-node-config applied at boot (/run/triton/network.json)."""
     try:
-        return json.loads(INSTANCES.read_text())["bridge_suffix"]
-    except (OSError, ValueError, KeyError):
-        return "0"
-
-
-def nic_tags(suffix: str) -> dict[str, list[str]]:
-    """MAC -> NIC tags, from the bridges triton-network made (<tag><suffix>)."""
-    out: dict[str, list[str]] = {}
-    for netdev in Path("/run/systemd/network").glob("10-triton-*.netdev"):
-        text = read(netdev)
-        name = re.search(r"^Name=(\S+)", text, re.M)
-        mac = re.search(r"^MACAddress=(\S+)", text, re.M)
-        if name and mac and name.group(1).endswith(suffix):
-            out.setdefault(mac.group(1).lower(), []).append(name.group(1)[: len(name.group(1)) - len(suffix)])
-    return out
+        return json.loads(read(NETWORK_STATE) or "{}")
+    except ValueError:
+        return {}
 
 
 def addresses() -> dict[str, list[str]]:
@@ -109,9 +89,13 @@ def addresses() -> dict[str, list[str]]:
     return out
 
 
-def interfaces() -> tuple[dict[str, Any], dict[str, Any]]:
-    suffix = bridge_suffix()
-    tags = nic_tags(suffix)
+def interfaces() -> dict[str, Any]:
+    """Triton's sysinfo network keys: physical NICs with the NIC tags they
+    provide, the node's own addresses (its vnics, here bridges and VLAN
+    links), aggregations, and the bridges instances attach to."""
+    state = network_state()
+    tags = state.get("nic_tags", {})
+    aggrs = state.get("aggregations", {})
     addrs = addresses()
     physical: dict[str, Any] = {}
     bridges: dict[str, Any] = {}
@@ -119,22 +103,54 @@ def interfaces() -> tuple[dict[str, Any], dict[str, Any]]:
         name = dev.name
         if name == "lo":
             continue
-        mac = read(dev / "address").lower()
+        # A NIC in an aggregation carries the bond's MAC; report its own.
+        mac = (read(dev / "bonding_slave/perm_hwaddr") or read(dev / "address")).lower()
         ip4 = addrs.get(name, [])
         entry = {"MAC Address": mac, "ip4addr": ip4[0].split("/")[0] if ip4 else "",
                  "Link Status": "up" if read(dev / "operstate") == "up" else "down"}
         if (dev / "device").exists():
             master = dev / "master"
             bridge = master.resolve().name if master.exists() else ""
+            if bridge in aggrs:
+                entry["Aggregation"] = bridge
+                up = Path(f"/sys/class/net/{bridge}/master")
+                bridge = up.resolve().name if up.exists() else ""
             if bridge:
+                # The NIC's address is its tag's, on the bridge it is a port of.
                 ip4 = addrs.get(bridge, [])
                 entry["ip4addr"] = ip4[0].split("/")[0] if ip4 else ""
-            entry["NIC Names"] = tags.get(mac, [])
+            entry["NIC Names"] = sorted(t for t, v in tags.items() if v.get("port") == mac)
             entry["Bridge"] = bridge
             physical[name] = entry
         elif (dev / "bridge").is_dir():
-            bridges[name] = {**entry, "NIC Names": tags.get(mac, []) if name.endswith(suffix) else []}
-    return physical, bridges
+            bridges[name] = {**entry, "NIC Names": sorted(t for t, v in tags.items() if v.get("link") == name)}
+    aggregations = {}
+    for name, a in aggrs.items():
+        slaves = read(Path(f"/sys/class/net/{name}/bonding/slaves")).split()
+        aggregations[name] = {"LACP mode": a.get("lacp_mode", ""), "Interfaces": slaves,
+                              "MAC Addresses": a.get("macs", []),
+                              "NIC Names": sorted(t for t, v in tags.items() if v.get("port") == name)}
+    vnics: dict[str, Any] = {}
+    for v in state.get("vnics", []):
+        link = v.get("link", "")
+        tag = tags.get(v.get("nic_tag", ""), {})
+        port = tag.get("port", "")
+        ip4 = addrs.get(link, [])
+        vnics[link] = {
+            "MAC Address": read(Path(f"/sys/class/net/{link}/address")).lower(),
+            "ip4addr": ip4[0].split("/")[0] if ip4 else "",
+            "ip4netmask": v.get("netmask", ""),
+            "ip4gateway": v.get("gateway", ""),
+            "Link Status": "up" if read(Path(f"/sys/class/net/{link}/operstate")) in ("up", "unknown") else "down",
+            "Host Interface": port if port in aggrs else next(
+                (n for n, e in physical.items() if e["MAC Address"] == port), port),
+            "VLAN": str(v.get("vlan_id", 0)),
+            "NIC Names": [v.get("nic_tag", "")],
+        }
+    admin = tags.get("admin", {}).get("link")
+    admin_ip = addrs.get(admin, [""])[0].split("/")[0] if admin else ""
+    return {"Network Interfaces": physical, "Bridges": bridges, "Virtual Network Interfaces": vnics,
+            "Link Aggregations": aggregations, **({"Admin IP": admin_ip} if admin_ip else {})}
 
 
 def disks() -> dict[str, Any]:
@@ -172,7 +188,6 @@ def zpool() -> dict[str, Any]:
 def sysinfo() -> dict[str, Any]:
     osr = os_release()
     cfg = node_config()
-    physical, bridges = interfaces()
     boot_time = int(time.time() - float(read(Path("/proc/uptime"), "0 0").split()[0]))
     system_uuid = read(DMI / "product_uuid").lower()
     info: dict[str, Any] = {
@@ -194,14 +209,9 @@ def sysinfo() -> dict[str, Any]:
         "MiB of Memory": str(memory_mib()),
         "Disks": disks(),
         "Boot Parameters": kernel_args(read(Path("/proc/cmdline"))),
-        "Network Interfaces": physical,
-        "Bridges": bridges,
-        "Virtual Network Interfaces": {},
-        "Link Aggregations": {},
+        **interfaces(),
         **zpool(),
     }
-    if cfg.get("admin_ip"):
-        info["Admin IP"] = cfg["admin_ip"]
     return info
 
 

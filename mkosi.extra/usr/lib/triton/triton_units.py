@@ -1,0 +1,149 @@
+#!/usr/bin/python3 -IS
+"""triton-units-generator: the units the node keeps on its pool, registered
+at every boot (the platform itself is fresh each time).
+
+- Triton's agents, installed under /opt/smartdc/agents (zones/opt), bring
+  their own unit files: /opt/smartdc/agents/lib/node_modules/<agent>/systemd/
+  (the layout linux-live's register-agent used).
+- Operator hooks: /opt/custom/systemd/ (as SmartOS's /opt/custom/smf).
+
+A systemd generator (it runs at boot and at every `systemctl daemon-reload`):
+each unit file is linked into the generator directory and enabled the way
+`systemctl enable` would, from its [Install] section (WantedBy=,
+RequiredBy=); a service with no [Install] section is wanted by
+multi-user.target, so it starts at every boot. A unit that would replace
+one of the platform's own units is refused, and says so in the journal.
+
+  triton_units.py generate DIR    what the generator does
+  triton_units.py list            the units found, and what each is wanted by
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+SOURCES = (
+    ("agent", Path("/opt/smartdc/agents/lib/node_modules"), "*/systemd"),
+    ("custom", Path("/opt/custom/systemd"), "."),
+)
+# Units the platform ships or an administrator put in /etc: never replaced.
+SYSTEM_DIRS = (Path("/etc/systemd/system"), Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
+KINDS = (".service", ".socket", ".timer", ".path", ".target", ".mount")
+NAME_RE = re.compile(r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(service|socket|timer|path|target|mount)")
+PROG = "triton-units-generator"
+
+
+def found(sources: Sequence[tuple[str, Path, str]] = SOURCES) -> list[tuple[str, Path]]:
+    """(kind, unit file) for every unit file the pool holds, in a stable order."""
+    out = []
+    for kind, root, pattern in sources:
+        if not root.is_dir():
+            continue
+        for d in (sorted(root.glob(pattern)) if pattern != "." else [root]):
+            if not d.is_dir():
+                continue
+            for f in sorted(d.iterdir()):
+                if f.suffix in KINDS and f.is_file():
+                    out.append((kind, f))
+    return out
+
+
+def install_section(text: str) -> dict[str, list[str]]:
+    """[Install] WantedBy=/RequiredBy= of a unit file."""
+    out: dict[str, list[str]] = {}
+    section = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            section = line
+            continue
+        if section != "[Install]":
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if sep and key in ("WantedBy", "RequiredBy"):
+            if not value.strip():
+                out[key] = []
+            else:
+                out.setdefault(key, []).extend(value.split())
+    return out
+
+
+def wants_of(name: str, text: str) -> tuple[list[tuple[str, str]], Optional[str]]:
+    """[(target, 'wants'|'requires')] for a unit, or a reason it is not enabled."""
+    install = install_section(text)
+    if "@" in name and name.split("@", 1)[1].startswith("."):
+        return [], "a template: start instances of it by name"
+    pairs = [(t, "wants") for t in install.get("WantedBy", [])]
+    pairs += [(t, "requires") for t in install.get("RequiredBy", [])]
+    if not pairs and name.endswith(".service") and "[Install]" not in text:
+        pairs = [("multi-user.target", "wants")]
+    if not pairs:
+        return [], "its [Install] section wants it nowhere"
+    return pairs, None
+
+
+def generate(out: Path, sources: Sequence[tuple[str, Path, str]] = SOURCES,
+             system_dirs: Sequence[Path] = SYSTEM_DIRS) -> list[str]:
+    """Link and enable the units; returns what it did, one line each."""
+    report = []
+    seen: set[str] = set()
+    for kind, path in found(sources):
+        name = path.name
+        if not NAME_RE.fullmatch(name):
+            report.append(f"{path}: skipped: {name!r} is not a unit name")
+            continue
+        if name in seen or any((d / name).exists() for d in system_dirs):
+            report.append(f"{path}: skipped: a unit named {name} already exists; "
+                          "give it a name of its own")
+            continue
+        seen.add(name)
+        try:
+            text = path.read_text(errors="replace")
+        except OSError as e:
+            report.append(f"{path}: skipped: {e}")
+            continue
+        (out / name).symlink_to(path)
+        pairs, why = wants_of(name, text)
+        for target, how in pairs:
+            d = out / f"{target}.{how}"
+            d.mkdir(exist_ok=True)
+            link = d / name
+            if not link.exists():
+                link.symlink_to(path)
+        targets = ", ".join(t for t, _ in pairs)
+        report.append(f"{kind} unit {name} from {path.parent}: "
+                      + (f"started by {targets}" if pairs else f"registered, not enabled ({why})"))
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    prog = Path(sys.argv[0]).name
+    if prog.endswith("generator"):
+        # systemd calls generators with the normal, early and late dirs.
+        args = ["generate", *args[:1]]
+    if len(args) == 2 and args[0] == "generate":
+        for line in generate(Path(args[1])):
+            print(f"{PROG}: {line}", file=sys.stderr)
+        return 0
+    if args == ["list"]:
+        units = []
+        for kind, path in found():
+            pairs, why = wants_of(path.name, path.read_text(errors="replace"))
+            units.append({"kind": kind, "unit": path.name, "file": str(path),
+                          "wanted_by": [t for t, _ in pairs], "not_enabled": why})
+        print(json.dumps(units, indent=2))
+        return 0
+    print("usage: triton_units.py generate DIR | list", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

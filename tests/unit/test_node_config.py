@@ -1,0 +1,70 @@
+"""node.config: parsing, and what triton-node-config takes from it."""
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
+import triton_network as tn  # noqa: E402
+import triton_nodeconfig as nc  # noqa: E402
+
+ADMIN = "52:54:00:12:34:56"
+
+
+def test_node_config_values():
+    values, problems = nc.parse_node_config(
+        "# booter\nroot_shadow='$6$salt$hash'\nhostname=cn1\ndns_domain='example.com'\n\n"
+        "ntp_hosts='10.0.0.1 10.0.0.2'\n")
+    assert values == {"root_shadow": "$6$salt$hash", "hostname": "cn1", "dns_domain": "example.com",
+                      "ntp_hosts": "10.0.0.1 10.0.0.2"}
+    assert problems == []
+
+
+def test_malformed_lines_are_reported_not_fatal():
+    values, problems = nc.parse_node_config("good='1'\nthis is not config\nbad='unterminated\n-x=1\n")
+    assert values == {"good": "1"}
+    assert len(problems) == 3 and "line 2" in problems[0] and "line 3" in problems[1] and "line 4" in problems[2]
+
+
+def test_hostname_networking_json_then_node_config_then_admin_mac():
+    problems = []
+    plan = tn.Plan(source="n.json", hostname="cn-from-cnapi")
+    assert nc.choose_hostname(plan, {"hostname": "cn-from-config"}, ADMIN, problems) == "cn-from-cnapi"
+    assert nc.choose_hostname(tn.Plan(source="n.json"), {"hostname": "cn-from-config"}, ADMIN, problems) \
+        == "cn-from-config"
+    assert nc.choose_hostname(tn.Plan(source="n.json"), {}, ADMIN, problems) == "52-54-00-12-34-56"
+    assert problems == []
+    assert nc.choose_hostname(tn.Plan(source="n.json", hostname="bad name!"), {}, ADMIN, problems) \
+        == "52-54-00-12-34-56"
+    assert problems == ["n.json: hostname 'bad name!' is not a valid host name; not used"]
+
+
+def test_resolvers_domains_and_ntp():
+    problems = []
+    cfg = {"dns_resolvers": "10.0.2.3, 192.0.2.53,nope", "dns_domain": "test.example",
+           "dns_search": "a.example b.example", "ntp_hosts": "192.0.2.123,ntp.test.example,bad_host!",
+           "compute_node_ntp_hosts": ""}
+    resolvers, domains = nc.resolvers_and_domains(tn.Plan(source="n.json"), cfg, problems)
+    assert resolvers == ["10.0.2.3", "192.0.2.53"]
+    assert domains == ["test.example", "a.example", "b.example"]
+    assert nc.ntp_servers(cfg, problems) == ["192.0.2.123", "ntp.test.example"]
+    assert any("'nope' is not an IP address" in p for p in problems)
+    assert any("'bad_host!'" in p for p in problems)
+    # networking.json's resolvers and domain win over node.config's.
+    plan = tn.Plan(source="n.json", resolvers=["10.99.0.1"], dns_domain="dc.example")
+    assert nc.resolvers_and_domains(plan, cfg, []) == (["10.99.0.1"], ["dc.example", "a.example", "b.example"])
+    assert nc.ntp_servers({"ntp_hosts": "a", "compute_node_ntp_hosts": "b"}, []) == ["b"]
+    assert "DNS=10.0.2.3 192.0.2.53\nDomains=test.example" in nc.resolved_conf(resolvers, ["test.example"])
+    assert nc.timesyncd_conf(["192.0.2.123"]).endswith("[Time]\nNTP=192.0.2.123\n")
+
+
+def test_admin_nic_hint_kernel_then_node_config_then_bootif():
+    local = [ADMIN, "52:54:00:aa:bb:01"]
+    problems = []
+    cmd = "BOOTIF=01-52-54-00-12-34-56"
+    assert nc.admin_mac_hint(cmd + " admin_nic=52:54:00:AA:BB:01", {}, local, problems) == "52:54:00:aa:bb:01"
+    assert nc.admin_mac_hint(cmd, {"admin_nic": "52-54-00-aa-bb-01"}, local, problems) == "52:54:00:aa:bb:01"
+    assert problems == []
+    # A shared node.config naming another machine's NIC does not cut this one off.
+    assert nc.admin_mac_hint(cmd, {"admin_nic": "00:11:22:33:44:55"}, local, problems) == ADMIN
+    assert problems == [f"{nc.NODE_CONFIG}: admin_nic 00:11:22:33:44:55: no NIC with that MAC on this node; not used"]

@@ -84,13 +84,13 @@ def test_boot_nic_keeps_its_address_after_switch_root(pxe_node):
 def test_booted_systems_networkd_manages_the_boot_nic(pxe_node):
     """The initrd's networkd is stopped before switch-root
     (triton-stop-initrd-network.service), so the booted system's own runs,
-    with the NIC tags triton-network made from booter's networking.json."""
+    with the NIC tags triton-node-config made from booter's networking.json."""
     out = pxe_node.succeed("networkctl status --no-pager -n0 admin0")
     assert "10.0.2.15" in out and "10-triton-admin0.network" in out
     out = pxe_node.succeed(f"networkctl status --no-pager -n0 {boot_nic(pxe_node)}")
     assert "enslaved" in out and "10-triton-admin0-port.network" in out
-    assert "NIC tags: admin (52:54:00:12:34:56) on bridge admin0" in \
-        pxe_node.succeed("journalctl -b -u triton-network -o cat")
+    assert "NIC tags admin on admin0 (52:54:00:12:34:56); admin by DHCP" in \
+        pxe_node.succeed("journalctl -b -u triton-node-config -o cat")
 
 
 def test_zfs_module_loads(pxe_node):

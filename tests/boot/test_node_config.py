@@ -252,7 +252,8 @@ def test_after_a_reboot_the_agent_runs_and_the_hook_ran_again(cn, net):
     assert n.succeed("systemctl show -p FragmentPath --value ssh") == "/usr/lib/systemd/system/ssh.service"
     units = json.loads(n.succeed("/usr/lib/triton/triton_units.py list"))
     assert {u["unit"] for u in units} == {"triton-sample-agent.service", "triton-test-hook.service", "ssh.service"}
-    assert "ssh.service: skipped: a unit named ssh.service already exists" in n.succeed("journalctl -b -o cat")
+    assert "ssh.service: skipped: a unit named ssh.service already exists" in \
+        n.succeed("journalctl -b -o cat -t triton-units-generator")
     out = net.run("python3", "-c", "import urllib.request as u;"
                   "print(u.urlopen('http://192.168.77.20:5309/', timeout=20).read().decode())")
     assert "sample-agent here" in out.stdout, out.stderr

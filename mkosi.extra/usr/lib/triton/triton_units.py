@@ -123,6 +123,26 @@ def generate(out: Path, sources: Sequence[tuple[str, Path, str]] = SOURCES,
     return report
 
 
+def log(lines: list[str], kmsg: bool) -> None:
+    """A generator's stderr goes nowhere the operator looks: write to the
+    kernel log, which the journal keeps (`journalctl -b -t triton-units-generator`)."""
+    out = None
+    if kmsg:
+        try:
+            out = open("/dev/kmsg", "w")
+        except OSError:
+            out = None
+    for line in lines:
+        level = 4 if "skipped" in line else 6
+        if out:
+            out.write(f"<{level}>{PROG}: {line}\n")
+            out.flush()
+        else:
+            print(f"{PROG}: {line}", file=sys.stderr)
+    if out:
+        out.close()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     prog = Path(sys.argv[0]).name
@@ -130,8 +150,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # systemd calls generators with the normal, early and late dirs.
         args = ["generate", *args[:1]]
     if len(args) == 2 and args[0] == "generate":
-        for line in generate(Path(args[1])):
-            print(f"{PROG}: {line}", file=sys.stderr)
+        report = generate(Path(args[1]))
+        log(report, kmsg=prog.endswith("generator"))
         return 0
     if args == ["list"]:
         units = []

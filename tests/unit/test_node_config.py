@@ -32,6 +32,8 @@ def test_hostname_networking_json_then_node_config_then_admin_mac():
     assert nc.choose_hostname(plan, {"hostname": "cn-from-config"}, ADMIN, problems) == "cn-from-cnapi"
     assert nc.choose_hostname(tn.Plan(source="n.json"), {"hostname": "cn-from-config"}, ADMIN, problems) \
         == "cn-from-config"
+    assert nc.choose_hostname(tn.Plan(source="n.json"), {"hostname": "cn-from-config"}, ADMIN, problems,
+                              {"hostname": "cn-from-booter"}) == "cn-from-booter"
     assert nc.choose_hostname(tn.Plan(source="n.json"), {}, ADMIN, problems) == "52-54-00-12-34-56"
     assert problems == []
     assert nc.choose_hostname(tn.Plan(source="n.json", hostname="bad name!"), {}, ADMIN, problems) \

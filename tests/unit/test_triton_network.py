@@ -139,11 +139,31 @@ def test_nics_this_node_lacks_are_reported_and_admin_falls_back_to_the_boot_nic(
 
 
 def test_fallback_without_networking_json():
-    p = tn.settle(tn.fallback("the boot NIC", []), LOCAL, ADMIN, "0")
+    p = tn.settle(tn.from_kernel_args({}, "0"), LOCAL, ADMIN, "0")
     assert list(p.tags) == ["admin"] and p.problems == []
     f = tn.files(p)
     assert sorted(f) == ["10-triton-admin0-port.network", "10-triton-admin0.netdev", "10-triton-admin0.network"]
-    assert tn.settle(tn.fallback("x", []), LOCAL, None, "0").tags == {}
+    assert "DHCP=ipv4" in f["10-triton-admin0.network"]
+    assert tn.settle(tn.from_kernel_args({}, "0"), LOCAL, None, "0").tags == {}
+
+
+def test_booters_kernel_arguments_when_networking_json_is_missing():
+    """booter falls back to its boot parameters when it cannot write
+    networking.json; it passes them on the kernel command line."""
+    args = {"admin_nic": ADMIN, "external_nic": EXT.replace(":", "-"), "storage_nic": "aggr0",
+            "aggr0_aggr": f'"{S1},{S2}"', "aggr0_lacp_mode": "active", "bogus_nic": "zz",
+            "ip": "10.0.2.15:::255.255.255.0::", "rabbitmq": "guest:guest:10.0.0.1:5672"}
+    p = tn.settle(tn.from_kernel_args(args, "0"), LOCAL, ADMIN, "0")
+    assert {t: v.port for t, v in p.tags.items()} == {"admin": ADMIN, "external": EXT, "storage": "aggr0"}
+    assert p.aggregations["aggr0"].macs == [S1, S2] and p.aggregations["aggr0"].lacp_mode == "active"
+    assert p.problems == ["kernel argument bogus_nic=zz: not a NIC tag and a MAC address or aggregation"]
+    tn.static_admin(p, args["ip"])
+    f = tn.files(p)
+    assert "Address=10.0.2.15/24" in f["10-triton-admin0.network"] and "DHCP" not in f["10-triton-admin0.network"]
+    assert "Mode=802.3ad" in f["10-triton-aggr0.netdev"]
+    dhcp = tn.settle(tn.from_kernel_args({}, "0"), LOCAL, ADMIN, "0")
+    tn.static_admin(dhcp, "dhcp")
+    assert "DHCP=ipv4" in tn.files(dhcp)["10-triton-admin0.network"]
 
 
 def test_state_is_what_sysinfo_reads():

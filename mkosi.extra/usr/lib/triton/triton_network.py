@@ -19,9 +19,11 @@ networkd files, before networkd starts:
   on it; routes go on the link whose subnet holds their gateway;
 - the admin tag without a static address gets DHCP, as in the initrd.
 
-Without networking.json the boot NIC (BOOTIF=01-<mac>, or admin_nic= /
-node.config admin_nic) is the admin tag with DHCP, and every other NIC gets
-DHCP (99-triton-dhcp.network). A file that is not valid JSON, does not match
+Without networking.json, booter's boot parameters on the kernel command line
+(<tag>_nic=, <aggr>_aggr=, ip=) say the same in brief; the boot NIC
+(BOOTIF=01-<mac>, or admin_nic= / node.config admin_nic) is the admin tag,
+with ip='s address or DHCP, and every other NIC gets DHCP
+(99-triton-dhcp.network). A file that is not valid JSON, does not match
 its .hash, or names no usable admin NIC is reported, and the node falls back
 to exactly that, so it stays reachable. Standard library only.
 """
@@ -34,7 +36,7 @@ import ipaddress
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 TAG_RE = re.compile(r"[a-z][a-z0-9_]{0,12}")
@@ -171,6 +173,21 @@ def _list(data: dict[str, Any], key: str, source: str) -> list[Any]:
     return value
 
 
+def _named(data: dict[str, Any], key: str, source: str, pattern: re.Pattern[str], what: str,
+           problems: list[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(where, name, entry) for each usable entry of a list of named objects."""
+    for i, entry in enumerate(_list(data, key, source)):
+        where = f"{source}: {key}[{i}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{where} is not an object")
+            continue
+        name = entry.get("name")
+        if not isinstance(name, str) or not pattern.fullmatch(name):
+            problems.append(f"{where}.name {name!r} is not {what}")
+            continue
+        yield where, name, entry
+
+
 def parse(data: Any, source: str, suffix: str) -> Plan:
     """networking.json -> Plan. Entries that cannot be used are skipped and
     named in plan.problems; a file whose shape is wrong raises Malformed."""
@@ -179,15 +196,7 @@ def parse(data: Any, source: str, suffix: str) -> Plan:
     plan = Plan(source=source, from_file=True)
     p = plan.problems
 
-    for i, entry in enumerate(_list(data, "aggregations", source)):
-        where = f"{source}: aggregations[{i}]"
-        if not isinstance(entry, dict):
-            p.append(f"{where} is not an object")
-            continue
-        name = entry.get("name")
-        if not isinstance(name, str) or not AGGR_RE.fullmatch(name):
-            p.append(f"{where}.name {name!r} is not an aggregation name (like aggr0)")
-            continue
+    for where, name, entry in _named(data, "aggregations", source, AGGR_RE, "an aggregation name (like aggr0)", p):
         macs = [normal_mac(m) for m in entry.get("macs") or []] if isinstance(entry.get("macs"), list) else [None]
         if not macs or None in macs:
             p.append(f"{where} ({name}): macs {entry.get('macs')!r} is not a list of MAC addresses")
@@ -198,15 +207,7 @@ def parse(data: Any, source: str, suffix: str) -> Plan:
             continue
         plan.aggregations[name] = Aggregation(name, [m for m in macs if m], mode)
 
-    for i, entry in enumerate(_list(data, "nictags", source)):
-        where = f"{source}: nictags[{i}]"
-        if not isinstance(entry, dict):
-            p.append(f"{where} is not an object")
-            continue
-        name = entry.get("name")
-        if not isinstance(name, str) or not TAG_RE.fullmatch(name):
-            p.append(f"{where}.name {name!r} is not a NIC tag name")
-            continue
+    for where, name, entry in _named(data, "nictags", source, TAG_RE, "a NIC tag name", p):
         raw_port = entry.get("mac")
         if raw_port in (None, ""):
             # A tag NAPI knows but no NIC of this node provides.
@@ -342,8 +343,50 @@ def settle(plan: Plan, local_macs: Iterable[str], fallback_admin: Optional[str],
     return plan
 
 
-def fallback(source: str, problems: list[str]) -> Plan:
-    return Plan(source=source, problems=list(problems))
+def from_kernel_args(args: dict[str, str], suffix: str) -> Plan:
+    """Booter's boot parameters, which it also passes on the kernel command
+    line and which it falls back to when it cannot write networking.json:
+    <tag>_nic=<mac|aggr> (admin_nic is left to the caller), <aggr>_aggr=
+    "<mac>,<mac>", <aggr>_lacp_mode=, and ip=<ip>::<gw>:<netmask> for the
+    admin NIC."""
+    plan = Plan(source="the kernel command line")
+    for key, value in sorted(args.items()):
+        if not key.endswith("_aggr"):
+            continue
+        name = key[: -len("_aggr")]
+        macs = [normal_mac(m) for m in value.strip('"').split(",") if m]
+        mode = args.get(f"{name}_lacp_mode", "off").strip('"').lower()
+        if not AGGR_RE.fullmatch(name) or not macs or None in macs or mode not in LACP_MODES:
+            plan.problems.append(f"kernel arguments {key}={value} {name}_lacp_mode={mode}: not an aggregation")
+            continue
+        plan.aggregations[name] = Aggregation(name, [m for m in macs if m], mode)
+    for key, value in sorted(args.items()):
+        if not key.endswith("_nic") or key == "admin_nic":
+            continue
+        tag, raw = key[: -len("_nic")], value.strip('"')
+        port = raw if raw in plan.aggregations else normal_mac(raw)
+        if not TAG_RE.fullmatch(tag) or port is None:
+            plan.problems.append(f"kernel argument {key}={value}: not a NIC tag and a MAC address or aggregation")
+            continue
+        plan.tags[tag] = Tag(tag, port, tag + suffix)
+    return plan
+
+
+def static_admin(plan: Plan, ip_arg: Optional[str]) -> None:
+    """The admin address from ip=<ip>:<server>:<gw>:<netmask>:..., as booter
+    passes it (ip=10.99.99.7:::255.255.255.0::), instead of DHCP."""
+    if not ip_arg or "admin" not in plan.tags:
+        return
+    fields = ip_arg.split(":")
+    if len(fields) < 4 or not fields[0] or fields[0] in ("dhcp", "on", "any", "off", "none"):
+        return
+    try:
+        address = ipaddress.IPv4Interface(f"{fields[0]}/{fields[3] or '255.255.255.0'}")
+        gateway = ipaddress.IPv4Address(fields[2]) if fields[2] else None
+    except ValueError:
+        plan.problems.append(f"kernel argument ip={ip_arg}: not <ip>::<gateway>:<netmask>; admin uses DHCP")
+        return
+    plan.vnics.append(Vnic(tag="admin", link=plan.tags["admin"].bridge, address=address, gateway=gateway))
 
 
 # -- networkd files -------------------------------------------------------------------------

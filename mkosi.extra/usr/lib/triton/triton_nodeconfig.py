@@ -11,7 +11,9 @@ them in /run/triton/boot/:
   malformed lines are reported and skipped.
 - triton-networking.json (and its .hash): NIC tags, the node's addresses,
   routes, MTUs, aggregations, resolvers, hostname, DNS domain; made into
-  networkd files by triton_network.
+  networkd files by triton_network. Without a usable one, booter's boot
+  parameters on the kernel command line (<tag>_nic=, <aggr>_aggr=, ip=,
+  hostname=), which booter itself falls back to.
 - root_authorized_keys (iPXE `module ... /etc/triton/root_authorized_keys`).
 
 It writes /run/systemd/network/10-triton-*, /run/systemd/resolved.conf.d/
@@ -84,11 +86,12 @@ def valid_hostname(name: Optional[str]) -> bool:
 
 
 def choose_hostname(plan: tn.Plan, cfg: dict[str, str], admin_mac: Optional[str],
-                    problems: list[str]) -> Optional[str]:
-    """networking.json's hostname (CNAPI's), else node.config's, else the admin
-    NIC's MAC with dashes: the name an unset-up node has on SmartOS, which
-    booter looks servers up by."""
-    for source, name in ((plan.source, plan.hostname), (str(NODE_CONFIG), cfg.get("hostname"))):
+                    problems: list[str], args: Optional[dict[str, str]] = None) -> Optional[str]:
+    """networking.json's hostname (CNAPI's), else booter's hostname= kernel
+    argument, else node.config's, else the admin NIC's MAC with dashes: the
+    name an unset-up node has on SmartOS, which booter looks servers up by."""
+    for source, name in ((plan.source, plan.hostname), ("kernel argument", (args or {}).get("hostname")),
+                         (str(NODE_CONFIG), cfg.get("hostname"))):
         if name is None or name == "":
             continue
         if valid_hostname(name):
@@ -157,7 +160,7 @@ def admin_mac_hint(cmdline: str, cfg: dict[str, str], local: list[str], problems
     """The admin NIC when networking.json does not name one: admin_nic= on the
     kernel command line (booter's boot parameter), node.config's admin_nic,
     then the boot NIC (BOOTIF=)."""
-    args = dict(a.partition("=")[::2] for a in cmdline.split())
+    args = kernel_args(cmdline)
     for source, value in (("kernel argument admin_nic", args.get("admin_nic")),
                           (f"{NODE_CONFIG}: admin_nic", cfg.get("admin_nic"))):
         if not value:
@@ -173,7 +176,10 @@ def admin_mac_hint(cmdline: str, cfg: dict[str, str], local: list[str], problems
 
 
 def network_plan(cmdline: str, cfg: dict[str, str], suffix: str, local: list[str]) -> tn.Plan:
+    """networking.json if it is there and usable; else booter's kernel
+    arguments (<tag>_nic=, <aggr>_aggr=, ip=), with the boot NIC as admin."""
     problems: list[str] = []
+    args = kernel_args(cmdline)
     admin = admin_mac_hint(cmdline, cfg, local, problems)
     plan: Optional[tn.Plan] = None
     if NETWORKING.is_file():
@@ -182,12 +188,18 @@ def network_plan(cmdline: str, cfg: dict[str, str], suffix: str, local: list[str
         try:
             plan = tn.load(NETWORKING.read_bytes(), str(NETWORKING), suffix, expected)
         except tn.Malformed as e:
-            problems.append(f"{e}; not used: the boot NIC is admin, with DHCP")
+            problems.append(f"{e}; not used: the boot NIC is admin")
     if plan is None:
-        plan = tn.fallback("the boot NIC" if admin else "no networking.json, no BOOTIF=", problems)
-    else:
-        plan.problems[:0] = problems
-    return tn.settle(plan, local, admin, suffix)
+        plan = tn.from_kernel_args(args, suffix)
+    plan.problems[:0] = problems
+    plan = tn.settle(plan, local, admin, suffix)
+    if not plan.from_file:
+        tn.static_admin(plan, args.get("ip"))
+    return plan
+
+
+def kernel_args(cmdline: str) -> dict[str, str]:
+    return dict(a.partition("=")[::2] for a in cmdline.split())
 
 
 def write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -239,7 +251,7 @@ def main() -> int:
     admin_mac = None
     if admin:
         admin_mac = plan.aggregations[admin.port].macs[0] if admin.port in plan.aggregations else admin.port
-    hostname = choose_hostname(plan, cfg, admin_mac, problems)
+    hostname = choose_hostname(plan, cfg, admin_mac, problems, kernel_args(cmdline))
     if hostname:
         socket.sethostname(hostname)
         write(Path("/etc/hostname"), hostname + "\n")

@@ -17,6 +17,7 @@ setup:
 
 build: setup
 	$(MKOSI) --force build
+	$(PYTHON) -m hooks.media out/platform-latest
 	@$(PYTHON) -m hooks.platform prune out
 
 # Unit tests first (seconds, no root needed), then the tests that build (or

@@ -86,6 +86,18 @@ class InstanceSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class MediaSettings:
+    volume_prefix: str
+    config_label: str
+    config_mib: int
+    menu_timeout: int
+    toram: bool
+
+    def volume_label(self, stamp: str) -> str:
+        return f"{self.volume_prefix}{stamp}"
+
+
+@dataclasses.dataclass(frozen=True)
 class PlatformConfig:
     product: str
     arch_dir: str
@@ -95,6 +107,7 @@ class PlatformConfig:
     boot: BootSettings
     pool: PoolSettings
     instances: InstanceSettings
+    media: MediaSettings
 
 
 def _get(data: dict[str, Any], dotted: str, kind: type) -> Any:
@@ -166,7 +179,26 @@ def parse(data: Any) -> PlatformConfig:
         ),
         pool=_pool(data),
         instances=_instances(data),
+        media=_media(data),
     )
+
+
+def _media(data: dict[str, Any]) -> MediaSettings:
+    import re
+    media = MediaSettings(
+        volume_prefix=_get(data, "media.volume_prefix", str),
+        config_label=_get(data, "media.config_label", str),
+        config_mib=_get(data, "media.config_mib", int),
+        menu_timeout=_get(data, "media.menu_timeout", int),
+        toram=_get(data, "media.toram", bool),
+    )
+    # ISO 9660 volume IDs: up to 32 of A-Z, 0-9 and _; the stamp takes 16.
+    if not re.fullmatch(r"[A-Z0-9_]{1,16}", media.volume_prefix):
+        raise ConfigError(f"platform.yaml: 'media.volume_prefix' {media.volume_prefix!r} must be 1-16 of A-Z, 0-9, _")
+    if not re.fullmatch(r"[A-Z0-9_]{1,11}", media.config_label):
+        raise ConfigError(f"platform.yaml: 'media.config_label' {media.config_label!r} must be a FAT label "
+                          "(1-11 of A-Z, 0-9, _)")
+    return media
 
 
 INSTANCE_DEFAULTS = {"max_physical_memory": int, "cpu_shares": int, "cpu_cap": int,

@@ -45,6 +45,12 @@ HOST_PACKAGES: dict[str, str] = {
     "ipxe-qemu": "QEMU's PXE boot ROM",
     "iproute2": "the tests' own network namespaces and switches",
     "iputils-ping": "tests reach a node's static addresses",
+    "grub-pc-bin": "live media boot under BIOS",
+    "grub-efi-amd64-bin": "live media boot under UEFI",
+    "xorriso": "grub-mkrescue writes the hybrid ISO",
+    "mtools": "the live media's EFI and config partitions",
+    "dosfstools": "the USB image's config partition",
+    "ovmf": "UEFI firmware for the live media boot tests",
 }
 # Packages that must come from backports on bookworm, with the minimum version.
 BACKPORTED = {"mkosi": "24.3"}

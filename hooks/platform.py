@@ -39,6 +39,8 @@ from hooks.stamp import is_stamp
 from hooks.zfs_modules import ZFS_PACKAGE
 
 LATEST = "platform-latest"
+# What a build writes beside platform-<stamp>/: the tarball and the live media.
+SUFFIXES = (".tgz", ".iso", "-usb.img")
 
 
 class PlatformError(Exception):
@@ -255,16 +257,17 @@ def assemble(
 
 
 def prune(outdir: Path, keep: int) -> list[Path]:
-    """Remove all but the `keep` newest platform-<stamp> directories and tarballs."""
-    stamps = sorted(
-        {p.name.removeprefix("platform-").removesuffix(".tgz")
-         for p in outdir.glob("platform-*")
-         if is_stamp(p.name.removeprefix("platform-").removesuffix(".tgz"))},
-        reverse=True,
-    )
+    """Remove all but the `keep` newest platform-<stamp> directories, tarballs and media."""
+    def stamp_of(name: str) -> str:
+        for suffix in SUFFIXES:
+            name = name.removesuffix(suffix)
+        return name.removeprefix("platform-")
+
+    stamps = sorted({stamp_of(p.name) for p in outdir.glob("platform-*") if is_stamp(stamp_of(p.name))},
+                    reverse=True)
     removed: list[Path] = []
     for stamp in stamps[max(keep, 1):]:
-        for p in (outdir / platform_name(stamp), outdir / f"{platform_name(stamp)}.tgz"):
+        for p in (outdir / platform_name(stamp), *(outdir / f"{platform_name(stamp)}{s}" for s in SUFFIXES)):
             if p.is_dir():
                 shutil.rmtree(p)
                 removed.append(p)

@@ -1,0 +1,54 @@
+"""Live media: the GRUB menu and the ISO command, from platform.yaml."""
+
+from pathlib import Path
+
+import pytest
+
+from hooks import media
+from hooks.config import ConfigError, load, parse
+
+S = load()
+STAMP = "20261126T072750Z"
+
+
+def test_menu_serial_default_vga_and_rescue():
+    entries = media.menu_entries(STAMP, S)
+    label = f"triton.media={S.media.volume_prefix}{STAMP}"
+    assert [e.title for e in entries] == [f"Triton Linux {STAMP} (serial console)",
+                                         f"Triton Linux {STAMP} (VGA console)",
+                                         f"Triton Linux {STAMP} rescue (no pool import)"]
+    serial, vga, rescue = (e.args for e in entries)
+    assert serial == (*S.boot.args, label)
+    assert vga[-2:] == ("console=tty0", label) and "console=ttyS1,115200n8" in vga
+    assert rescue == (*serial, "noimport=true")
+
+
+def test_grub_cfg_boots_the_platform_directory_files():
+    cfg = media.grub_cfg(STAMP, S)
+    assert f"set timeout={S.media.menu_timeout}" in cfg and "set default=0" in cfg
+    assert f"linux /platform-{STAMP}/x86_64/vmlinuz boot=live" in cfg
+    assert f"initrd /platform-{STAMP}/x86_64/initrd" in cfg
+    assert cfg.count("menuentry") == 3 and "serial --unit=1 --speed=115200" in cfg
+
+
+def test_mkrescue_command():
+    argv = media.mkrescue_command(Path("/t"), Path("/o.iso"), "TRITON_X")
+    assert argv[:2] == ["grub-mkrescue", "--compress=xz"] and argv[-3:] == ["--", "-volid", "TRITON_X"]
+    usb = media.mkrescue_command(Path("/t"), Path("/o.img"), "TRITON_X", Path("/cfg.img"))
+    assert usb[-4:] == ["-append_partition", "3", "0x0c", "/cfg.img"]
+
+
+def test_volume_label_fits_iso9660():
+    assert len(S.media.volume_label(STAMP)) <= 32
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("volume_prefix", "triton-", "media.volume_prefix"),
+    ("config_label", "WAY_TOO_LONG_LABEL", "FAT label"),
+])
+def test_bad_media_settings_are_refused(key, value, message):
+    import yaml
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "platform.yaml").read_text())
+    data["media"][key] = value
+    with pytest.raises(ConfigError, match=message):
+        parse(data)

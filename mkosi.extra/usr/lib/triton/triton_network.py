@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """The node's network, from booter's networking.json, as systemd-networkd files.
 
 Booter delivers /etc/triton-networking.json with the boot (kept in

@@ -52,6 +52,15 @@ ClientIdentifier=mac
 QUIET = "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
 
 
+def kernel_args(cmdline: str) -> dict[str, str]:
+    """The kernel command line as {key: value} ('' for a bare word)."""
+    args: dict[str, str] = {}
+    for word in cmdline.split():
+        key, _, value = word.partition("=")
+        args[key] = value
+    return args
+
+
 def bootif_mac(cmdline: str) -> Optional[str]:
     for arg in cmdline.split():
         if arg.startswith("BOOTIF="):

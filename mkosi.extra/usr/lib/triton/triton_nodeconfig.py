@@ -25,6 +25,7 @@ the login prompt; none stops the boot: the admin NIC falls back to DHCP.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shlex
@@ -114,7 +115,6 @@ def timesyncd_conf(servers: list[str]) -> str:
 
 
 def resolvers_and_domains(plan: tn.Plan, cfg: dict[str, str], problems: list[str]) -> tuple[list[str], list[str]]:
-    import ipaddress
     resolvers = list(plan.resolvers)
     if not resolvers:
         for r in split_list(cfg.get("dns_resolvers", "")):
@@ -160,7 +160,7 @@ def admin_mac_hint(cmdline: str, cfg: dict[str, str], local: list[str], problems
     """The admin NIC when networking.json does not name one: admin_nic= on the
     kernel command line (booter's boot parameter), node.config's admin_nic,
     then the boot NIC (BOOTIF=)."""
-    args = kernel_args(cmdline)
+    args = tn.kernel_args(cmdline)
     for source, value in (("kernel argument admin_nic", args.get("admin_nic")),
                           (f"{NODE_CONFIG}: admin_nic", cfg.get("admin_nic"))):
         if not value:
@@ -179,7 +179,7 @@ def network_plan(cmdline: str, cfg: dict[str, str], suffix: str, local: list[str
     """networking.json if it is there and usable; else booter's kernel
     arguments (<tag>_nic=, <aggr>_aggr=, ip=), with the boot NIC as admin."""
     problems: list[str] = []
-    args = kernel_args(cmdline)
+    args = tn.kernel_args(cmdline)
     admin = admin_mac_hint(cmdline, cfg, local, problems)
     plan: Optional[tn.Plan] = None
     if NETWORKING.is_file():
@@ -190,16 +190,12 @@ def network_plan(cmdline: str, cfg: dict[str, str], suffix: str, local: list[str
         except tn.Malformed as e:
             problems.append(f"{e}; not used: the boot NIC is admin")
     if plan is None:
-        plan = tn.from_kernel_args(args, suffix)
+        plan = tn.from_tn.kernel_args(args, suffix)
     plan.problems[:0] = problems
     plan = tn.settle(plan, local, admin, suffix)
     if not plan.from_file:
         tn.static_admin(plan, args.get("ip"))
     return plan
-
-
-def kernel_args(cmdline: str) -> dict[str, str]:
-    return dict(a.partition("=")[::2] for a in cmdline.split())
 
 
 def write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -251,7 +247,7 @@ def main() -> int:
     admin_mac = None
     if admin:
         admin_mac = plan.aggregations[admin.port].macs[0] if admin.port in plan.aggregations else admin.port
-    hostname = choose_hostname(plan, cfg, admin_mac, problems, kernel_args(cmdline))
+    hostname = choose_hostname(plan, cfg, admin_mac, problems, tn.kernel_args(cmdline))
     if hostname:
         socket.sethostname(hostname)
         write(Path("/etc/hostname"), hostname + "\n")

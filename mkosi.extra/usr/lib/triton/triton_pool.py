@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from triton_network import bootif_mac  # noqa: E402
+from triton_network import bootif_mac, kernel_args  # noqa: E402
 
 SETTINGS = Path("/usr/lib/triton/pool.json")
 RUN = Path("/run/triton/pool")
@@ -117,14 +117,6 @@ def valid_system_uuid(text: str) -> Optional[str]:
 
 def hostid_file_bytes(hostid: int) -> bytes:
     return hostid.to_bytes(4, "little")
-
-
-def kernel_args(cmdline: str) -> dict[str, str]:
-    args: dict[str, str] = {}
-    for word in cmdline.split():
-        key, _, value = word.partition("=")
-        args[key] = value
-    return args
 
 
 def is_true(value: Optional[str]) -> bool:

@@ -20,7 +20,8 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from triton_nodeconfig import parse_node_config  # noqa: E402
-from triton_pool import _os_release as os_release, kernel_args  # noqa: E402
+from triton_network import kernel_args  # noqa: E402
+from triton_pool import _os_release as os_release  # noqa: E402
 
 BOOT_FILES = Path("/run/triton/boot")
 POOL_STATE = Path("/run/triton/pool/state.json")

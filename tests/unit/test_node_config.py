@@ -70,3 +70,32 @@ def test_admin_nic_hint_kernel_then_node_config_then_bootif():
     # A shared node.config naming another machine's NIC does not cut this one off.
     assert nc.admin_mac_hint(cmd, {"admin_nic": "00:11:22:33:44:55"}, local, problems) == ADMIN
     assert problems == [f"{nc.NODE_CONFIG}: admin_nic 00:11:22:33:44:55: no NIC with that MAC on this node; not used"]
+
+
+def test_network_plan_without_networking_json_uses_kernel_args(tmp_path, monkeypatch):
+    monkeypatch.setattr(nc, "NETWORKING", tmp_path / "triton-networking.json")
+    local = [ADMIN, "52:54:00:aa:bb:01"]
+    cmd = "BOOTIF=01-52-54-00-12-34-56 ip=10.99.99.7:::255.255.255.0:: external_nic=52:54:00:aa:bb:01"
+    plan = nc.network_plan(cmd, {}, "0", local)
+    assert not plan.from_file
+    assert plan.tags["admin"].port == ADMIN and plan.tags["external"].port == "52:54:00:aa:bb:01"
+    assert [str(v.address) for v in plan.vnics] == ["10.99.99.7/24"]
+    assert plan.problems == []
+
+
+def test_network_plan_with_unusable_networking_json_falls_back_and_says_why(tmp_path, monkeypatch):
+    bad = tmp_path / "triton-networking.json"
+    bad.write_text("{not json")
+    monkeypatch.setattr(nc, "NETWORKING", bad)
+    plan = nc.network_plan("BOOTIF=01-52-54-00-12-34-56", {}, "0", [ADMIN])
+    assert not plan.from_file and plan.tags["admin"].port == ADMIN
+    assert len(plan.problems) == 1 and "not valid JSON" in plan.problems[0] and "the boot NIC is admin" in plan.problems[0]
+
+
+def test_network_plan_with_networking_json_uses_it(tmp_path, monkeypatch):
+    good = tmp_path / "triton-networking.json"
+    good.write_text('{"nictags": [{"name": "admin", "mac": "%s"}], "vnics": '
+                    '[{"nic_tag": "admin", "ip": "10.0.2.15", "netmask": "255.255.255.0"}]}' % ADMIN)
+    monkeypatch.setattr(nc, "NETWORKING", good)
+    plan = nc.network_plan("BOOTIF=01-52-54-00-12-34-56 ip=10.99.99.7:::255.255.255.0::", {}, "0", [ADMIN])
+    assert plan.from_file and [str(v.address) for v in plan.vnics] == ["10.0.2.15/24"]

@@ -190,7 +190,7 @@ def network_plan(cmdline: str, cfg: dict[str, str], suffix: str, local: list[str
         except tn.Malformed as e:
             problems.append(f"{e}; not used: the boot NIC is admin")
     if plan is None:
-        plan = tn.from_tn.kernel_args(args, suffix)
+        plan = tn.from_kernel_args(args, suffix)
     plan.problems[:0] = problems
     plan = tn.settle(plan, local, admin, suffix)
     if not plan.from_file:

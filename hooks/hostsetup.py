@@ -40,6 +40,7 @@ HOST_PACKAGES: dict[str, str] = {
     "python3-jinja2": "templates",
     "python3-pytest": "make check",
     "python3-pexpect": "boot tests drive the serial console",
+    "mypy": "make check types the Python the image and hooks run",
     "qemu-system-x86": "boot tests",
     "qemu-utils": "qemu-img for test disks",
     "ipxe-qemu": "QEMU's PXE boot ROM",

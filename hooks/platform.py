@@ -216,10 +216,10 @@ def assemble(
 
     files = {}
     for role in ("kernel", "initrd", "rootfs"):
-        f = pdir / paths[role]
-        digest = sha256_file(f)
-        write_checked(f, digest)
-        files[paths[role]] = {"sha256": digest, "size": f.stat().st_size}
+        path = pdir / paths[role]
+        digest = sha256_file(path)
+        write_checked(path, digest)
+        files[paths[role]] = {"sha256": digest, "size": path.stat().st_size}
 
     packages = dpkg.installed(tree)
     (pdir / paths["version"]).write_text(stamp + "\n")

@@ -258,10 +258,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 for r in [header, *rows]:
                     say("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
         elif args.cmd == "get":
-            p = manifest_path(args.uuid, settings)
-            if not ti.is_uuid(args.uuid) or not p.is_file():
+            manifest = manifest_path(args.uuid, settings)
+            if not ti.is_uuid(args.uuid) or not manifest.is_file():
                 raise InstanceError(f"image {args.uuid} is not installed (see `imgadm list`)")
-            say(p.read_text().rstrip())
+            say(manifest.read_text().rstrip())
         elif args.cmd == "delete":
             delete_image(args.uuid, settings)
             say(f"Deleted image {args.uuid}")

@@ -22,7 +22,7 @@ EVENT = re.compile(r"\[\s*([0-9.]+)\] systemd\[1\]: (Finished|Started|Reached ta
 
 def root_events(log: Path) -> dict[str, float]:
     if not log.is_file():
-        raise SystemExit(f"{log}: no such console log (bench/boot.py writes them to out/bench/)")
+        raise SystemExit(f"{log}: no such console log (of a boot with systemd.log_target=kmsg printk.devkmsg=on)")
     text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))
     starts = [float(m.group(1)) for m in re.finditer(r"\[\s*([0-9.]+)\] systemd\[1\]: Detected first boot", text)]
     if not starts:

@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
 import triton_network as tn  # noqa: E402
@@ -72,8 +74,15 @@ def test_admin_nic_hint_kernel_then_node_config_then_bootif():
     assert problems == [f"{nc.NODE_CONFIG}: admin_nic 00:11:22:33:44:55: no NIC with that MAC on this node; not used"]
 
 
-def test_network_plan_without_networking_json_uses_kernel_args(tmp_path, monkeypatch):
-    monkeypatch.setattr(nc, "NETWORKING", tmp_path / "triton-networking.json")
+@pytest.fixture
+def networking(tmp_path, monkeypatch) -> Path:
+    """Where network_plan looks for booter's networking.json (not written yet)."""
+    path = tmp_path / "triton-networking.json"
+    monkeypatch.setattr(nc, "NETWORKING", path)
+    return path
+
+
+def test_network_plan_without_networking_json_uses_kernel_args(networking):
     local = [ADMIN, "52:54:00:aa:bb:01"]
     cmd = "BOOTIF=01-52-54-00-12-34-56 ip=10.99.99.7:::255.255.255.0:: external_nic=52:54:00:aa:bb:01"
     plan = nc.network_plan(cmd, {}, "0", local)
@@ -83,19 +92,15 @@ def test_network_plan_without_networking_json_uses_kernel_args(tmp_path, monkeyp
     assert plan.problems == []
 
 
-def test_network_plan_with_unusable_networking_json_falls_back_and_says_why(tmp_path, monkeypatch):
-    bad = tmp_path / "triton-networking.json"
-    bad.write_text("{not json")
-    monkeypatch.setattr(nc, "NETWORKING", bad)
+def test_network_plan_with_unusable_networking_json_falls_back_and_says_why(networking):
+    networking.write_text("{not json")
     plan = nc.network_plan("BOOTIF=01-52-54-00-12-34-56", {}, "0", [ADMIN])
     assert not plan.from_file and plan.tags["admin"].port == ADMIN
     assert len(plan.problems) == 1 and "not valid JSON" in plan.problems[0] and "the boot NIC is admin" in plan.problems[0]
 
 
-def test_network_plan_with_networking_json_uses_it(tmp_path, monkeypatch):
-    good = tmp_path / "triton-networking.json"
-    good.write_text('{"nictags": [{"name": "admin", "mac": "%s"}], "vnics": '
-                    '[{"nic_tag": "admin", "ip": "10.0.2.15", "netmask": "255.255.255.0"}]}' % ADMIN)
-    monkeypatch.setattr(nc, "NETWORKING", good)
+def test_network_plan_with_networking_json_uses_it(networking):
+    networking.write_text('{"nictags": [{"name": "admin", "mac": "%s"}], "vnics": '
+                         '[{"nic_tag": "admin", "ip": "10.0.2.15", "netmask": "255.255.255.0"}]}' % ADMIN)
     plan = nc.network_plan("BOOTIF=01-52-54-00-12-34-56 ip=10.99.99.7:::255.255.255.0::", {}, "0", [ADMIN])
     assert plan.from_file and [str(v.address) for v in plan.vnics] == ["10.0.2.15/24"]

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from tests.conftest import REPO
+from tests.lib.cpio_initrd import newc_entries
 
 
 def test_stamp_is_in_the_image(platform, image_root):
@@ -102,21 +103,8 @@ def appended_cpio(initrd_bytes: bytes) -> dict[str, bytes]:
     mkosi's initrd (its first entry is the inode-1 directory 'etc')."""
     start = initrd_bytes.rfind(b"07070100000001")
     assert start > 0, "no appended archive in the initrd"
-    files, pos = {}, start
-    while True:
-        header = initrd_bytes[pos:pos + 110]
-        mode = int(header[14:22], 16)
-        size = int(header[54:62], 16)
-        namesize = int(header[94:102], 16)
-        name = initrd_bytes[pos + 110:pos + 110 + namesize - 1].decode()
-        data_at = pos + 110 + namesize
-        data_at += (4 - data_at % 4) % 4
-        if name == "TRAILER!!!":
-            return files
-        if mode & 0o170000 == 0o100000:
-            files["/" + name] = initrd_bytes[data_at:data_at + size]
-        pos = data_at + size
-        pos += (4 - pos % 4) % 4
+    return {"/" + name: content for name, mode, content in newc_entries(initrd_bytes, start)
+            if mode & 0o170000 == 0o100000}
 
 
 def test_pool_units_in_the_initrd_pass_systemd_analyze_verify(platform, image_root):

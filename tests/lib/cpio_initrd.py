@@ -71,11 +71,10 @@ def zstd_frames_end(data: bytes) -> int:
 
 
 def unpack_initrd(initrd: Path, tree: Path) -> None:
-    """Unpack a mkosi initrd into `tree`: its zstd-compressed cpio, then the
-    plain cpios of the kernel modules and of the files the build binds."""
+    """Unpack a mkosi initrd into `tree`: its zstd frames (mkosi's initrd,
+    then its kernel modules' cpio), then the plain cpio the build appends."""
     data = initrd.read_bytes()
-    # zstd decodes the compressed part and stops, with an error, at the plain
-    # archives appended after it.
+    # zstd decodes the frames and stops, with an error, at the plain archive.
     main = subprocess.run(["zstd", "-dc"], input=data, capture_output=True).stdout
     if not main:
         raise ValueError(f"{initrd}: no zstd-compressed archive at its start")

@@ -52,14 +52,26 @@ def newc_entries(data: bytes, start: int = 0) -> Iterator[tuple[str, int, bytes]
             pos = _next_header(data, pos)
 
 
-def zstd_frames_end(data: bytes) -> int:
-    """Where the zstd frames at the start of `data` end (RFC 8878 framing)."""
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def zstd_frames(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each zstd frame at the start of `data` (RFC 8878
+    framing). Concatenated archives may have zero bytes between them (mkosi
+    pads each to a 4-byte boundary, which the kernel's initramfs reader
+    skips); so does this."""
+    frames = []
     pos = 0
-    while data[pos:pos + 4] == b"\x28\xb5\x2f\xfd":
-        fhd = data[pos + 4]
+    while True:
+        start = pos
+        while start < len(data) and data[start] == 0:
+            start += 1
+        if data[start:start + 4] != _ZSTD_MAGIC:
+            return frames
+        fhd = data[start + 4]
         single = fhd >> 5 & 1
         fcs = (1 if single else 0, 2, 4, 8)[fhd >> 6]
-        pos += 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3] + fcs
+        pos = start + 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3] + fcs
         while True:
             header = int.from_bytes(data[pos:pos + 3], "little")
             kind, size = header >> 1 & 3, header >> 3
@@ -67,19 +79,26 @@ def zstd_frames_end(data: bytes) -> int:
             if header & 1:
                 break
         pos += 4 if fhd >> 2 & 1 else 0
-    return pos
+        frames.append((start, pos))
+
+
+def zstd_frames_end(data: bytes) -> int:
+    """Where the zstd frames at the start of `data` end."""
+    frames = zstd_frames(data)
+    return frames[-1][1] if frames else 0
 
 
 def unpack_initrd(initrd: Path, tree: Path) -> None:
     """Unpack a mkosi initrd into `tree`: its zstd frames (mkosi's initrd,
     then its kernel modules' cpio), then the plain cpio the build appends."""
     data = initrd.read_bytes()
-    # zstd decodes the frames and stops, with an error, at the plain archive.
-    main = subprocess.run(["zstd", "-dc"], input=data, capture_output=True).stdout
-    if not main:
+    frames = zstd_frames(data)
+    if not frames:
         raise ValueError(f"{initrd}: no zstd-compressed archive at its start")
-    plain = zstd_frames_end(data)
-    for part, start in ((main, 0), (data, plain)):
+    parts = [(subprocess.run(["zstd", "-dc"], input=data[start:end], check=True,
+                             capture_output=True).stdout, 0) for start, end in frames]
+    parts.append((data, frames[-1][1]))
+    for part, start in parts:
         for name, mode, content in newc_entries(part, start):
             path = tree / name
             kind = mode & 0o170000

@@ -52,3 +52,47 @@ def test_every_program_and_library_in_the_initrd_finds_its_libraries(initrd_tree
             if not any((d / lib).exists() for d in libdirs):
                 missing.append(f"{elf.relative_to(initrd_tree)} needs {lib}")
     assert not missing, "\n".join(missing)
+
+
+def module_names(initrd_tree: Path) -> dict[str, str]:
+    """{module name: path under kernel/} of the modules in the initrd."""
+    found = {}
+    for ko in initrd_tree.glob("usr/lib/modules/*/kernel/**/*.ko*"):
+        name = ko.name.split(".ko")[0].replace("-", "_")
+        found[name] = str(ko.relative_to(next(initrd_tree.glob("usr/lib/modules/*/kernel"))))
+    return found
+
+
+def test_the_initrd_has_the_drivers_a_node_boots_with(initrd_tree):
+    names = module_names(initrd_tree)
+    wanted = {
+        "network boot": ["virtio_net", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en",
+                         "tg3", "bnx2x", "mlx4_en", "mlx5_core", "r8169", "vmxnet3", "hv_netvsc"],
+        "the root": ["loop", "squashfs", "overlay"],
+        "the pool's disks": ["ahci", "nvme", "sd_mod", "virtio_scsi", "virtio_blk", "mpt3sas",
+                             "megaraid_sas", "smartpqi", "hpsa", "aacraid", "usb_storage", "uas"],
+        "live media": ["ata_piix", "sr_mod", "isofs", "vfat", "nls_cp437", "xhci_pci"],
+    }
+    missing = [f"{name} ({why})" for why, mods in wanted.items() for name in mods if name not in names]
+    assert not missing, "missing from the initrd: " + ", ".join(missing)
+
+
+def test_the_initrd_has_no_modules_it_never_uses(initrd_tree):
+    """udev loads every module whose alias matches the machine, CPU features
+    included: each crypto module here would be loaded (and self-tested by the
+    kernel) at every boot, for nothing the initrd does."""
+    unused = sorted(path for path in module_names(initrd_tree).values()
+                    if path.startswith(("crypto/", "arch/x86/crypto/", "fs/btrfs/", "fs/xfs/",
+                                        "fs/ext4/", "fs/erofs/", "drivers/md/")))
+    assert not unused, "the initrd has modules it never uses: " + ", ".join(unused)
+
+
+def test_every_module_in_the_initrd_has_its_dependencies(initrd_tree):
+    moddir = next(initrd_tree.glob("usr/lib/modules/*"))
+    present = {str(p.relative_to(moddir)) for p in moddir.glob("kernel/**/*.ko*")}
+    missing = []
+    for line in (moddir / "modules.dep").read_text().splitlines():
+        module, _, deps = line.partition(":")
+        if module in present:
+            missing += [f"{module} needs {dep}" for dep in deps.split() if dep not in present]
+    assert not missing, "\n".join(missing)

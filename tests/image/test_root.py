@@ -190,3 +190,12 @@ def test_ssh_over_vsock_generator_is_masked(image_root):
     hypervisor's vsock; nodes are reached over the network."""
     link = image_root.path / "etc/systemd/system-generators/systemd-ssh-generator"
     assert link.is_symlink() and str(link.readlink()) == "/dev/null"
+
+
+def test_nvme_over_fabrics_is_not_started_at_boot(image_root):
+    """nvme-cli (for the node's own NVMe disks) enables NVMe-oF discovery,
+    which loads nvme-fabrics at every boot for targets a node never has."""
+    units = enabled_units(image_root.path)
+    assert "nvmf-autoconnect.service" not in units
+    assert "nvmefc-boot-connections.service" not in units
+    assert (image_root.path / "usr/sbin/nvme").exists()

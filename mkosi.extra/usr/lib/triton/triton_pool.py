@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/python3 -S
 """triton-pool: the node's system pool (`zones`), where everything that must
 survive a reboot lives. Standard library only; it calls zpool, zfs and
 systemd, and keeps no state of its own beyond /run/triton/pool.
@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -496,6 +495,9 @@ def _os_release() -> dict[str, str]:
 def load_answers(settings: Settings, args: dict[str, str]) -> Optional[tuple[Answers, str]]:
     url = args.get("triton.answers")
     if url:
+        # Only here: importing it costs every boot's pool import a quarter
+        # of a second (more under emulation), for a rarely given argument.
+        import urllib.request
         for attempt in range(5):
             try:
                 with urllib.request.urlopen(url, timeout=20) as r:

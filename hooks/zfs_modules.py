@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import lzma
 import os
 import re
 import shutil
@@ -119,13 +120,26 @@ def compile_in_overlay(root: Path, key: ModuleKey) -> list[Path]:
 def install(entry: Path, destdir: Path, kver: str, settings: PlatformConfig) -> list[Path]:
     target = destdir / "usr/lib/modules" / kver / settings.zfs.module_dir
     target.mkdir(parents=True, exist_ok=True)
-    installed = []
-    for src in module_files(entry):
-        # A fresh mtime, not the cache's: mkosi skips depmod when no module
-        # is newer than modules.dep.
-        shutil.copy(src, target / src.name)
-        installed.append(target / src.name)
-    return installed
+    # A fresh mtime, not the cache's: mkosi skips depmod when no module is
+    # newer than modules.dep.
+    return [install_module(src, target) for src in module_files(entry)]
+
+
+def install_module(src: Path, target: Path) -> Path:
+    """Copy one module into `target`, xz-decompressed if DKMS compressed it
+    (as the kernel's own are): the squashfs compresses it anyway, and every
+    boot that imports the pool loads ZFS, which the kernel need not xz-decode
+    each time (12 MB for zfs.ko)."""
+    if src.name.endswith(".ko.xz"):
+        dst = target / src.name.removesuffix(".xz")
+        try:
+            dst.write_bytes(lzma.decompress(src.read_bytes()))
+        except lzma.LZMAError as e:
+            raise ZfsBuildError(f"{src}: not a valid xz-compressed module ({e}); "
+                                f"remove the cache entry {src.parent} and rebuild") from e
+        return dst
+    shutil.copy(src, target / src.name)
+    return target / src.name
 
 
 def build(root: Path, destdir: Path, cache_dir: Path, settings: PlatformConfig) -> list[Path]:

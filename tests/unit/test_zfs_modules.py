@@ -1,4 +1,7 @@
+import lzma
 from pathlib import Path
+
+import pytest
 
 from hooks import zfs_modules as zm
 from hooks.config import load
@@ -26,7 +29,7 @@ def _built(tmp_path: Path) -> list[Path]:
     d = tmp_path / "built/module"
     d.mkdir(parents=True)
     for m in ("spl", "zfs"):
-        (d / f"{m}.ko.xz").write_bytes(m.encode() * 100)
+        (d / f"{m}.ko.xz").write_bytes(lzma.compress(m.encode() * 100, format=lzma.FORMAT_XZ))
     return zm.module_files(tmp_path / "built")
 
 
@@ -67,9 +70,18 @@ def test_install_puts_modules_where_depmod_finds_them(tmp_path):
     dest = tmp_path / "dest"
     out = zm.install(entry, dest, "6.12.1", load())
     assert sorted(p.relative_to(dest).as_posix() for p in out) == [
-        "usr/lib/modules/6.12.1/updates/dkms/spl.ko.xz",
-        "usr/lib/modules/6.12.1/updates/dkms/zfs.ko.xz",
+        "usr/lib/modules/6.12.1/updates/dkms/spl.ko",
+        "usr/lib/modules/6.12.1/updates/dkms/zfs.ko",
     ]
+    # Stored plain: the squashfs compresses them, the kernel need not xz-decode.
+    assert (dest / "usr/lib/modules/6.12.1/updates/dkms/zfs.ko").read_bytes() == b"zfs" * 100
+
+
+def test_a_damaged_compressed_module_is_refused_by_name(tmp_path):
+    src = tmp_path / "zfs.ko.xz"
+    src.write_bytes(b"not xz")
+    with pytest.raises(zm.ZfsBuildError, match="zfs.ko.xz: not a valid xz-compressed module"):
+        zm.install_module(src, tmp_path)
 
 
 def test_installed_modules_are_newer_than_the_cache(tmp_path):

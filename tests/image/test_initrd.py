@@ -54,17 +54,21 @@ def test_every_program_and_library_in_the_initrd_finds_its_libraries(initrd_tree
     assert not missing, "\n".join(missing)
 
 
-def module_names(initrd_tree: Path) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def moddir(initrd_tree) -> Path:
+    """The initrd's /usr/lib/modules/<kver>."""
+    return next(initrd_tree.glob("usr/lib/modules/*"))
+
+
+def module_names(moddir: Path) -> dict[str, str]:
     """{module name: path under kernel/} of the modules in the initrd."""
-    found = {}
-    for ko in initrd_tree.glob("usr/lib/modules/*/kernel/**/*.ko*"):
-        name = ko.name.split(".ko")[0].replace("-", "_")
-        found[name] = str(ko.relative_to(next(initrd_tree.glob("usr/lib/modules/*/kernel"))))
-    return found
+    kernel = moddir / "kernel"
+    return {ko.name.split(".ko")[0].replace("-", "_"): str(ko.relative_to(kernel))
+            for ko in kernel.glob("**/*.ko*")}
 
 
-def test_the_initrd_has_the_drivers_a_node_boots_with(initrd_tree):
-    names = module_names(initrd_tree)
+def test_the_initrd_has_the_drivers_a_node_boots_with(moddir):
+    names = module_names(moddir)
     wanted = {
         "network boot": ["virtio_net", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en",
                          "tg3", "bnx2x", "mlx4_en", "mlx5_core", "r8169", "vmxnet3", "hv_netvsc"],
@@ -77,20 +81,19 @@ def test_the_initrd_has_the_drivers_a_node_boots_with(initrd_tree):
     assert not missing, "missing from the initrd: " + ", ".join(missing)
 
 
-def test_the_initrd_has_no_modules_it_never_uses(initrd_tree):
+def test_the_initrd_has_no_modules_it_never_uses(moddir):
     """udev loads every module whose alias matches the machine, CPU features
     included: each crypto module here would be loaded (and self-tested by the
     kernel) at every boot, for nothing the initrd does."""
-    unused = sorted(path for name, path in module_names(initrd_tree).items()
+    unused = sorted(path for name, path in module_names(moddir).items()
                     if path.startswith(("crypto/", "arch/x86/crypto/", "fs/btrfs/", "fs/xfs/",
                                         "fs/ext4/", "fs/erofs/", "drivers/md/"))
                     and not name.startswith("crc32c"))  # libcrc32c's soft dependency
     assert not unused, "the initrd has modules it never uses: " + ", ".join(unused)
 
 
-def test_every_module_in_the_initrd_has_its_dependencies(initrd_tree):
-    moddir = next(initrd_tree.glob("usr/lib/modules/*"))
-    present = {str(p.relative_to(moddir)) for p in moddir.glob("kernel/**/*.ko*")}
+def test_every_module_in_the_initrd_has_its_dependencies(moddir):
+    present = {f"kernel/{path}" for path in module_names(moddir).values()}
     missing = []
     for line in (moddir / "modules.dep").read_text().splitlines():
         module, _, deps = line.partition(":")
@@ -112,11 +115,10 @@ def test_the_units_the_initrd_masks_stay_masked(initrd_tree):
     assert not lost, "masked in mkosi.initrd but not in the built initrd: " + ", ".join(lost)
 
 
-def test_every_module_in_the_initrd_has_its_soft_dependencies(initrd_tree):
+def test_every_module_in_the_initrd_has_its_soft_dependencies(moddir):
     """mkosi follows modules.dep only; a soft dependency left out can keep a
     driver from loading (libcrc32c, for bnx2x, needs crc32c)."""
-    moddir = next(initrd_tree.glob("usr/lib/modules/*"))
-    names = module_names(initrd_tree)
+    names = module_names(moddir)
     aliases = {}
     for line in (moddir / "modules.alias").read_text().splitlines():
         parts = line.split()

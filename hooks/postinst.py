@@ -1,4 +1,5 @@
-"""Stamp the image: TRITON_RELEASE in os-release and /etc/product.
+"""Stamp the image (TRITON_RELEASE in os-release, /etc/product), write the
+settings rendered from platform.yaml, and index the kernel modules.
 
 Runs as mkosi.postinst, on the host side of mkosi's sandbox, with the image
 at $BUILDROOT. The stamp is decided here, once; mkosi.postoutput reads it back
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 from hooks import osrelease
 from hooks.config import PlatformConfig, load
+from hooks.kernel import image_kernel
 from hooks.render import render
 from hooks.stamp import stamp_from_environment
 
@@ -47,6 +50,14 @@ def write_instance_settings(root: Path, settings: PlatformConfig) -> None:
     (root / "usr/lib/systemd/system/triton-instance@.service").write_text(instance_unit(settings))
 
 
+def depmod_command(root: Path) -> list[str]:
+    """Index the modules the build script added (ZFS, in updates/dkms) with
+    the image's own depmod. mkosi applies KernelModulesExclude= right after
+    this script and looks every module up by name, so the index must know
+    them already; mkosi reruns depmod after filtering."""
+    return ["mkosi-chroot", "depmod", "--all", image_kernel(root)]
+
+
 def main() -> int:
     try:
         stamp = stamp_from_environment(os.environ)
@@ -57,5 +68,6 @@ def main() -> int:
     stamp_image(Path(os.environ["BUILDROOT"]), stamp, settings)
     write_pool_settings(Path(os.environ["BUILDROOT"]), settings)
     write_instance_settings(Path(os.environ["BUILDROOT"]), settings)
+    subprocess.run(depmod_command(Path(os.environ["BUILDROOT"])), check=True)
     print(f"platform stamp: {stamp}")
     return 0

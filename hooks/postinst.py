@@ -1,5 +1,6 @@
 """Stamp the image (TRITON_RELEASE in os-release, /etc/product), write the
-settings rendered from platform.yaml, and index the kernel modules.
+settings rendered from platform.yaml, index the kernel modules and byte-compile
+the node's Python.
 
 Runs as mkosi.postinst, on the host side of mkosi's sandbox, with the image
 at $BUILDROOT. The stamp is decided here, once; mkosi.postoutput reads it back
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +60,20 @@ def depmod_command(root: Path) -> list[str]:
     return ["mkosi-chroot", "depmod", "--all", image_kernel(root)]
 
 
+TRITON_LIB = Path("usr/lib/triton")
+
+
+def compile_command(root: Path) -> list[str]:
+    """Byte-compile the node's own Python (CLIs, generators, triton-pool in
+    the initrd) with the image's interpreter, so no boot compiles it again.
+    Hash-checked, not by mtime: mkosi resets the image's timestamps."""
+    for stale in (root / TRITON_LIB).rglob("__pycache__"):
+        # A developer's interpreter may have left its own bytecode in mkosi.extra.
+        shutil.rmtree(stale)
+    return ["mkosi-chroot", "python3", "-m", "compileall", "-q", "--invalidation-mode", "checked-hash",
+            f"/{TRITON_LIB}"]
+
+
 def main() -> int:
     try:
         stamp = stamp_from_environment(os.environ)
@@ -69,5 +85,6 @@ def main() -> int:
     write_pool_settings(Path(os.environ["BUILDROOT"]), settings)
     write_instance_settings(Path(os.environ["BUILDROOT"]), settings)
     subprocess.run(depmod_command(Path(os.environ["BUILDROOT"])), check=True)
+    subprocess.run(compile_command(Path(os.environ["BUILDROOT"])), check=True)
     print(f"platform stamp: {stamp}")
     return 0

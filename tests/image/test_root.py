@@ -201,3 +201,19 @@ def test_nvme_over_fabrics_is_not_started_at_boot(image_root):
     assert "nvmf-autoconnect.service" not in units
     assert "nvmefc-boot-connections.service" not in units
     assert (image_root.path / "usr/sbin/nvme").exists()
+
+
+def test_nodes_python_is_byte_compiled_for_the_images_interpreter(image_root):
+    """No boot compiles triton_network and friends again (the overlay would
+    hold the result until reboot), and no build host's bytecode rides along."""
+    tag = image_root.run(["python3", "-c", "import sys; print(sys.implementation.cache_tag)"]).stdout.strip()
+    assert tag.startswith("cpython-"), tag
+    lib = image_root.path / "usr/lib/triton"
+    cached = {p.name for p in (lib / "__pycache__").iterdir()}
+    assert cached == {f"{p.stem}.{tag}.pyc" for p in lib.glob("*.py")}
+    # Importing them uses that bytecode as it is: nothing new lands in the overlay.
+    res = image_root.run(["python3", "-c", "import sys; sys.path.insert(0, '/usr/lib/triton'); "
+                          "import triton_network, triton_instance, triton_pool"])
+    assert res.returncode == 0, res.stderr
+    rewritten = image_root.workdir / "upper/usr/lib/triton/__pycache__"
+    assert not rewritten.exists() or not any(rewritten.iterdir()), sorted(rewritten.iterdir())

@@ -51,3 +51,14 @@ def test_postinst_indexes_the_image_kernels_modules_with_the_images_depmod(tmp_p
     (tmp_path / "usr/lib/modules/6.12.1-amd64/kernel").rmdir()
     with pytest.raises(kernel.KernelError):
         depmod_command(tmp_path)
+
+
+def test_postinst_compiles_the_nodes_python_and_drops_foreign_bytecode(tmp_path):
+    from hooks.postinst import compile_command
+    stale = tmp_path / "usr/lib/triton/__pycache__/triton_pool.cpython-311.pyc"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"not this interpreter's")
+    cmd = compile_command(tmp_path)
+    assert not stale.parent.exists()
+    assert cmd[:3] == ["mkosi-chroot", "python3", "-m"] and cmd[-1] == "/usr/lib/triton"
+    assert "checked-hash" in cmd

@@ -30,7 +30,6 @@ to exactly that, so it stays reachable. Standard library only.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import ipaddress
 import json
 import re
@@ -144,6 +143,10 @@ def check_hash(raw: bytes, expected: Optional[str], source: str) -> None:
     """booter writes networking.json.hash: the SHA-1 of the file it serves."""
     if expected is None:
         return
+    # Imported here: hashlib loads libcrypto, which costs every boot's
+    # triton-node-config (early in sysinit) even when booter sent no .hash.
+    import hashlib
+
     expected = expected.strip().lower()
     actual = hashlib.sha1(raw).hexdigest()
     if actual != expected:

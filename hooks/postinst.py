@@ -63,13 +63,16 @@ def depmod_command(root: Path) -> list[str]:
 TRITON_LIB = Path("usr/lib/triton")
 
 
-def compile_command(root: Path) -> list[str]:
+def drop_foreign_bytecode(root: Path) -> None:
+    """A developer's interpreter may have left its own bytecode in mkosi.extra."""
+    for stale in (root / TRITON_LIB).rglob("__pycache__"):
+        shutil.rmtree(stale)
+
+
+def compile_command() -> list[str]:
     """Byte-compile the node's own Python (CLIs, generators, triton-pool in
     the initrd) with the image's interpreter, so no boot compiles it again.
     Hash-checked, not by mtime: mkosi resets the image's timestamps."""
-    for stale in (root / TRITON_LIB).rglob("__pycache__"):
-        # A developer's interpreter may have left its own bytecode in mkosi.extra.
-        shutil.rmtree(stale)
     return ["mkosi-chroot", "python3", "-m", "compileall", "-q", "--invalidation-mode", "checked-hash",
             f"/{TRITON_LIB}"]
 
@@ -81,10 +84,12 @@ def main() -> int:
         print(f"mkosi.postinst: {e}", file=sys.stderr)
         return 1
     settings = load()
-    stamp_image(Path(os.environ["BUILDROOT"]), stamp, settings)
-    write_pool_settings(Path(os.environ["BUILDROOT"]), settings)
-    write_instance_settings(Path(os.environ["BUILDROOT"]), settings)
-    subprocess.run(depmod_command(Path(os.environ["BUILDROOT"])), check=True)
-    subprocess.run(compile_command(Path(os.environ["BUILDROOT"])), check=True)
+    root = Path(os.environ["BUILDROOT"])
+    stamp_image(root, stamp, settings)
+    write_pool_settings(root, settings)
+    write_instance_settings(root, settings)
+    subprocess.run(depmod_command(root), check=True)
+    drop_foreign_bytecode(root)
+    subprocess.run(compile_command(), check=True)
     print(f"platform stamp: {stamp}")
     return 0

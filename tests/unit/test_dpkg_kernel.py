@@ -54,11 +54,13 @@ def test_postinst_indexes_the_image_kernels_modules_with_the_images_depmod(tmp_p
 
 
 def test_postinst_compiles_the_nodes_python_and_drops_foreign_bytecode(tmp_path):
-    from hooks.postinst import compile_command
+    from hooks.postinst import compile_command, drop_foreign_bytecode
     stale = tmp_path / "usr/lib/triton/__pycache__/triton_pool.cpython-311.pyc"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"not this interpreter's")
-    cmd = compile_command(tmp_path)
-    assert not stale.parent.exists()
+    (tmp_path / "usr/lib/triton/triton_pool.py").write_text("")
+    drop_foreign_bytecode(tmp_path)
+    assert not stale.parent.exists() and (tmp_path / "usr/lib/triton/triton_pool.py").exists()
+    cmd = compile_command()
     assert cmd[:3] == ["mkosi-chroot", "python3", "-m"] and cmd[-1] == "/usr/lib/triton"
     assert "checked-hash" in cmd

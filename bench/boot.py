@@ -82,13 +82,12 @@ def run(label: str, node: Node, http: HttpServer, since: int, login: bool) -> tu
     return seconds, root_at or float("nan")
 
 
-def live_boot_pxe_script(http: HttpServer, platform: Platform, initrd: Path) -> str:
+def live_boot_pxe_script(served, platform: Platform, initrd: Path) -> str:
     """What booter would serve a live-boot PI: the same kernel, live-boot's
     initramfs, the same squashfs and console arguments as our boot.ipxe."""
-    base = http.guest_url(f"/out/{platform.path.name}")
-    return (f"#!ipxe\nkernel {base}/x86_64/vmlinuz initrd=initrd boot=live ip=dhcp console=tty0 {CONSOLE} "
-            f"BOOTIF=01-${{netX/mac:hexhyp}} fetch={base}/x86_64/filesystem.squashfs\n"
-            f"initrd {http.guest_url('/out/' + str(initrd.relative_to(platform.path.parent)))}\nboot\n")
+    return (f"#!ipxe\nkernel {served(platform.kernel)} initrd=initrd boot=live ip=dhcp console=tty0 {CONSOLE} "
+            f"BOOTIF=01-${{netX/mac:hexhyp}} fetch={served(platform.rootfs)}\n"
+            f"initrd {served(initrd)}\nboot\n")
 
 
 def summary(results: dict[str, list[tuple[float, float]]]) -> None:
@@ -112,7 +111,12 @@ def main() -> int:
         http.serve_dir("/out", platform.path.parent)
         http.routes["/inject/node.config"] = NODE_CONFIG.encode()
         http.routes["/inject/networking.json"] = b"{}"
-        url = http.guest_url(f"/out/{platform.path.name}/x86_64/filesystem.squashfs")
+
+        def served(path: Path) -> str:
+            """The guest's URL of a file under out/."""
+            return http.guest_url(f"/out/{path.relative_to(platform.path.parent)}")
+
+        url = served(platform.rootfs)
         print(f"platform {platform.stamp}: squashfs {platform.rootfs.stat().st_size / 2**20:.1f} MiB, "
               f"initrd {platform.initrd.stat().st_size / 2**20:.1f} MiB, "
               f"live-boot initrd {lb_initrd.stat().st_size / 2**20:.1f} MiB", flush=True)
@@ -120,7 +124,7 @@ def main() -> int:
         tftp = OUT / "tftp"
         tftp.mkdir(exist_ok=True)
         (tftp / "boot.ipxe").write_text(pxe_script(http, platform, []))
-        (tftp / "live-boot.ipxe").write_text(live_boot_pxe_script(http, platform, lb_initrd))
+        (tftp / "live-boot.ipxe").write_text(live_boot_pxe_script(served, platform, lb_initrd))
         initrd = initrd_with_files(platform.initrd, OUT / "initrd+config", {"/etc/node.config": NODE_CONFIG.encode()})
         kinds = {
             "ours, PXE": (lambda: Node.pxe(tftp, "boot.ipxe", OUT / "pxe.log"), True),

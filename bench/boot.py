@@ -16,10 +16,14 @@ systemd, seconds the squashfs download took (measured by the HTTP server,
 first to last byte), and the RAM in use once booted (`free`; ours only: the
 root password reaches live-boot's root by no documented way).
 
-  bench/boot.py [--runs N]
+  bench/boot.py [--runs N] [--tb-size MIB]
 
 With N runs the four boots take turns (so a slow spell of the host hits
-all alike) and a summary gives each one's median and range. Needs a built
+all alike) and a summary gives each one's median and range. --tb-size
+gives QEMU's TCG a translation cache of MIB MiB for every boot: with the
+default (1 GiB) a boot that has translated more code than fits throws all
+of its translations away near the login prompt and pays to translate them
+again, an emulator cost that real hardware does not have. Needs a built
 platform (make); builds the live-boot initramfs on first use
 (bench/live-boot/).
 """
@@ -27,6 +31,7 @@ platform (make); builds the live-boot initramfs on first use
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -103,7 +108,10 @@ def summary(results: dict[str, list[tuple[float, float]]]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=1, help="boots of each kind, taking turns")
+    ap.add_argument("--tb-size", type=int, metavar="MIB", help="TCG translation cache for every boot (MiB)")
     opts = ap.parse_args()
+    if opts.tb_size:
+        os.environ["TRITON_TEST_TB_SIZE"] = str(opts.tb_size)
     platform = Platform((REPO / "out/platform-latest").resolve())
     OUT.mkdir(parents=True, exist_ok=True)
     lb_initrd = live_boot_initrd()

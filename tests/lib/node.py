@@ -52,7 +52,12 @@ def qemu_base(memory_mib: int) -> list[str]:
     # Under TCG, `-cpu max` offers ERMS, and the kernel then clears pages with
     # `rep stosb`, which TCG emulates so slowly that clearing huge pages
     # trips the soft-lockup detector and adds minutes to a boot.
-    accel = ["-accel", "kvm", "-cpu", "host"] if KVM else ["-accel", "tcg", "-cpu", "max,erms=off"]
+    # TRITON_TEST_TB_SIZE (MiB) sizes TCG's translation cache: once it fills,
+    # QEMU throws away every translation and the guest runs slowly while it
+    # translates its code again (bench/boot.py --tb-size).
+    tb_size = os.environ.get("TRITON_TEST_TB_SIZE")
+    tcg = f"tcg,tb-size={int(tb_size)}" if tb_size else "tcg"
+    accel = ["-accel", "kvm", "-cpu", "host"] if KVM else ["-accel", tcg, "-cpu", "max,erms=off"]
     # One vCPU under TCG: with two, the kernel's live code patching (int3
     # breakpoints while static keys flip) races in TCG and can oops at boot.
     cpus = "2" if KVM else "1"

@@ -55,8 +55,11 @@ def qemu_base(memory_mib: int) -> list[str]:
     # TRITON_TEST_TB_SIZE (MiB) sizes TCG's translation cache: once it fills,
     # QEMU throws away every translation and the guest runs slowly while it
     # translates its code again (bench/boot.py --tb-size).
-    tb_size = os.environ.get("TRITON_TEST_TB_SIZE")
-    tcg = f"tcg,tb-size={int(tb_size)}" if tb_size else "tcg"
+    tb_size = os.environ.get("TRITON_TEST_TB_SIZE", "")
+    if tb_size and not (tb_size.isdigit() and int(tb_size) > 0):
+        raise ValueError(f"TRITON_TEST_TB_SIZE={tb_size!r}: give TCG's translation cache in MiB "
+                         "(a whole number, e.g. 3072), or unset it for QEMU's default")
+    tcg = f"tcg,tb-size={tb_size}" if tb_size else "tcg"
     accel = ["-accel", "kvm", "-cpu", "host"] if KVM else ["-accel", tcg, "-cpu", "max,erms=off"]
     # One vCPU under TCG: with two, the kernel's live code patching (int3
     # breakpoints while static keys flip) races in TCG and can oops at boot.

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -87,7 +88,7 @@ def run(label: str, node: Node, http: HttpServer, since: int, login: bool) -> tu
     return seconds, root_at or float("nan")
 
 
-def live_boot_pxe_script(served, platform: Platform, initrd: Path) -> str:
+def live_boot_pxe_script(served: Callable[[Path], str], platform: Platform, initrd: Path) -> str:
     """What booter would serve a live-boot PI: the same kernel, live-boot's
     initramfs, the same squashfs and console arguments as our boot.ipxe."""
     return (f"#!ipxe\nkernel {served(platform.kernel)} initrd=initrd boot=live ip=dhcp console=tty0 {CONSOLE} "

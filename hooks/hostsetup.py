@@ -41,6 +41,8 @@ HOST_PACKAGES: dict[str, str] = {
     "python3-pytest": "make check",
     "python3-pexpect": "boot tests drive the serial console",
     "mypy": "make check types the Python the image and hooks run",
+    "python3-typeshed": "the library stubs mypy needs (yaml)",
+    "python3-hypothesis": "property-based tests of the node's parsers",
     "qemu-system-x86": "boot tests",
     "qemu-utils": "qemu-img for test disks",
     "ipxe-qemu": "QEMU's PXE boot ROM",

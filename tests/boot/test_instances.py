@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -31,6 +32,10 @@ NODE = "7c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
 ANSWERS = json.dumps({"pool": {"layout": "single", "disks": ["/dev/disk/by-id/virtio-zones0"]}})
 WEB = "a0000000-0000-4000-8000-0000000000a1"   # autoboot, static IP, limits
 DB = "b0000000-0000-4000-8000-0000000000b2"    # autoboot false
+EVIL = "e0000000-0000-4000-8000-0000000000e1"  # from the hostile image
+HOSTILE_IMAGE = "e1000000-0000-4000-8000-0000000000e1"
+BOMB_IMAGE = "e2000000-0000-4000-8000-0000000000e2"
+DEVICE_IMAGE = "e3000000-0000-4000-8000-0000000000e3"
 ROOT_PW = "instance-root-pw"
 BOOT_TIMEOUT = 480
 # Figures for the issue's note, printed at the end of the module.
@@ -50,6 +55,70 @@ def image(http, logs) -> SimpleNamespace:
     return SimpleNamespace(uuid=manifest["uuid"], manifest=manifest,
                            url=http.guest_url(f"/images/{manifest_path.name}"),
                            damaged=http.guest_url("/images/damaged.json"))
+
+
+def hostile_images(base: Path, out: Path) -> dict[str, Path]:
+    """Images a tenant could upload: the test image plus what attacks the
+    host (links out of the root for vmadm to write through, a PAM module for
+    an image program run as host root, a setuid-root file, device nodes),
+    a decompression bomb, and one with a device node outside /dev."""
+    import io
+    import subprocess
+    import tarfile
+
+    from hooks import image_pack
+
+    def info(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, **kw) -> tarfile.TarInfo:
+        i = tarfile.TarInfo(name)
+        i.type, i.mode, i.uid, i.gid = kind, mode, 0, 0
+        for k, v in kw.items():
+            setattr(i, k, v)
+        return i
+
+    def pack(name: str, members: list, with_base: bool = True, uuid: str = "") -> Path:
+        tar = out / f"{name}.tar"
+        if with_base:
+            subprocess.run(f"zstd -q -dc {base} > {tar}", shell=True, check=True)
+        with tarfile.open(tar, "a" if with_base else "w", format=tarfile.GNU_FORMAT) as t:
+            for i, data in members:
+                i.size = len(data) if isinstance(data, bytes) else 0
+                t.addfile(i, io.BytesIO(data) if isinstance(data, bytes) else None)
+        subprocess.run(["zstd", "-q", "-f", "--rm", "-19", str(tar)], check=True)
+        return image_pack.write_manifest(out / f"{name}.tar.zst", name=name, version="1", image_uuid=uuid)
+
+    out.mkdir(parents=True, exist_ok=True)
+    pam = b"password required pam_exec.so /usr/local/sbin/pwn\n"
+    pwn = b"#!/bin/sh\ntouch /pwned-by-image-code\n"
+    hostile = pack("hostile", [
+        (info("root/.ssh", tarfile.DIRTYPE, 0o700), None),
+        (info("root/.ssh/authorized_keys", tarfile.SYMTYPE, linkname="/root/.ssh/authorized_keys"), None),
+        (info("etc/pam.d/chpasswd"), pam), (info("etc/pam.d/passwd"), pam),
+        (info("usr/local/sbin/pwn", mode=0o755), pwn),
+        (info("usr/local/bin/rootshell", mode=0o4755), b"#!/bin/sh\n"),
+        (info("dev/sda", tarfile.BLKTYPE, 0o666, devmajor=8, devminor=0), None),
+    ], uuid=HOSTILE_IMAGE)
+    # 300 MiB that zstd packs into about 1 MiB and ZFS's lz4 cannot compress.
+    block = os.urandom(1 << 20)
+    bomb_dir = out / "bomb"
+    bomb_dir.mkdir(exist_ok=True)
+    with open(bomb_dir / "zero", "wb") as f:
+        for _ in range(300):
+            f.write(block)
+    subprocess.run(["tar", "-C", str(bomb_dir), "-cf", str(out / "bomb.tar"), "."], check=True)
+    (bomb_dir / "zero").unlink()
+    subprocess.run(["zstd", "-q", "-f", "--rm", "-3", str(out / "bomb.tar")], check=True)
+    bomb = image_pack.write_manifest(out / "bomb.tar.zst", name="bomb", version="1", image_uuid=BOMB_IMAGE)
+    device = pack("device", [(info("etc/disk", tarfile.BLKTYPE, 0o666, devmajor=8, devminor=0), None)],
+                  uuid=DEVICE_IMAGE)
+    return {"hostile": hostile, "bomb": bomb, "device": device}
+
+
+@pytest.fixture(scope="module")
+def hostile(http, image, tmp_path_factory) -> SimpleNamespace:
+    out = tmp_path_factory.mktemp("hostile-images")
+    paths = hostile_images(REPO / "out/test-images/debian-minimal.tar.zst", out)
+    http.serve_dir("/hostile", out)
+    return SimpleNamespace(**{k: http.guest_url(f"/hostile/{v.name}") for k, v in paths.items()})
 
 
 @pytest.fixture(scope="module")
@@ -283,6 +352,51 @@ def test_after_a_node_reboot_the_autoboot_instance_runs_with_its_data(node):
     # Its limits came back from its config on the pool.
     assert n.succeed(f"systemctl show -P MemoryMax triton-instance@{WEB}") == str(512 * 2**20)
     n.succeed("ping -c 2 -W 5 10.0.2.100")
+
+
+def test_a_hostile_image_cannot_reach_the_host(node, hostile):
+    """The image links root's authorized_keys to the node's and ships a PAM
+    module, a setuid-root file and a device node: the node's root keys stay
+    the operator's, no program of the image runs as host root, and nothing
+    of the image is a device or root's on the host."""
+    n = node.node
+    n.succeed("mkdir -p /root/.ssh && echo 'ssh-ed25519 AAAAoperator operator' > /root/.ssh/authorized_keys")
+    assert n.succeed(f"imgadm import {hostile.hostile}").startswith(f"Imported image {HOSTILE_IMAGE}")
+    rc, out = create(n, payload(uuid=EVIL, image_uuid=HOSTILE_IMAGE, autoboot=False,
+                                internal_metadata={"root_pw": ROOT_PW},
+                                customer_metadata={"root_authorized_keys": "ssh-ed25519 AAAAtenant tenant"}))
+    assert rc == 0, out
+    assert n.succeed("cat /root/.ssh/authorized_keys") == "ssh-ed25519 AAAAoperator operator"
+    root = f"/zones/{EVIL}/root"
+    assert n.succeed(f"cat {root}/root/.ssh/authorized_keys") == "ssh-ed25519 AAAAtenant tenant"
+    assert n.succeed(f"test -L {root}/root/.ssh/authorized_keys && echo link || echo file") == "file"
+    assert n.succeed(f"grep -c '^root:\\$6\\$' {root}/etc/shadow") == "1"
+    assert n.succeed(f"ls {root}/pwned-by-image-code 2>&1 || true").endswith("No such file or directory")
+    # Owned by the images' user range, never by the host's root; no devices.
+    owners = n.succeed(f"stat -c '%u %A' {root}/usr/local/bin/rootshell {root}/etc/shadow "
+                       f"{root}/root/.ssh/authorized_keys").splitlines()
+    assert owners[0] == f"{0x6FFF0000} -rwsr-xr-x", owners
+    assert all(not line.startswith("0 ") for line in owners), owners
+    assert n.succeed(f"find {root} -xdev \\( -type b -o -type c \\) | wc -l") == "0"
+    assert n.succeed(f"find {root} -xdev -uid 0 | wc -l") == "0"
+    assert n.succeed(f"stat -c %a /zones/{EVIL}") == "700"
+    # It still boots, and root's password is the one the payload gave.
+    n.succeed(f"vmadm start {EVIL}", 300)
+    assert n.succeed(f"systemctl -M {EVIL} is-system-running --wait", 300) in ("running", "degraded")
+    assert in_instance(n, EVIL, "stat -c %u /usr/local/bin/rootshell") == "0"
+    n.succeed(f"vmadm delete {EVIL}", 300)
+    n.succeed(f"imgadm delete {HOSTILE_IMAGE}")
+
+
+def test_a_bomb_and_device_nodes_are_refused_and_leave_nothing(node, hostile):
+    n = node.node
+    before = leftovers(n)
+    out = n.fails(f"imgadm import {hostile.bomb}", 600)
+    assert "unpacks to more than its import quota" in out, out
+    out = n.fails(f"imgadm import {hostile.device}", 600)
+    assert "etc/disk" in out and "Cannot mknod" in out, out
+    assert leftovers(n) == before
+    assert n.succeed("zpool status -x zones") == "pool 'zones' is healthy"
 
 
 def test_delete_removes_everything_and_frees_the_image(node, image):

@@ -161,3 +161,56 @@ def test_image_pack_round_trip(tmp_path):
     m = json.loads(image_pack.write_manifest(tarball, name="img", version="1").read_text())
     assert ia.check_manifest(m, "m")["files"][0]["size"] == 104
     assert m["uuid"] == image_pack.manifest(tarball, name="img", version="1")["uuid"]
+
+
+# -- strings from a payload that land in files other programs parse ------------------------
+
+@pytest.mark.parametrize("field,value,error", [
+    ("alias", "web\x00[Service]\nExecStartPre=/bin/sh", "alias: must be up to 100 printable"),
+    ("alias", "web\\", "alias: must be up to 100 printable"),
+    ("alias", "web\u2028x", "alias: must be up to 100 printable"),
+    ("dns_domain", "example.com\nnameserver 10.6.6.6", "dns_domain: not a DNS domain"),
+    ("dns_domain", ["example.com"], "dns_domain: not a DNS domain"),
+    ("resolvers", ["fe80::1%eth0\nsearch evil"], "resolvers: 'fe80::1%eth0\\nsearch evil': a resolver takes no"),
+    ("quota", "\u00b2", "quota: must be a whole number"),
+    ("quota", "\u0663", "quota: must be a whole number"),
+    ("nics", [{"nic_tag": "admin", "ip": "dhcp", "mtu": 10**9}], "nics[0].mtu: must be 576 to 9216"),
+    ("nics", [{"nic_tag": "admin", "ip": "10.0.0.2", "netmask": "255.0.0.0", "gateways": "10.0.0.1"}],
+     "nics[0].gateways: must be a list"),
+])
+def test_hostile_strings_are_refused_naming_the_field(settings, field, value, error):
+    with pytest.raises(ti.InstanceError) as e:
+        ti.check_payload(payload(**{field: value}), settings)
+    assert error in str(e.value)
+
+
+def test_update_is_held_to_the_same_rules(settings):
+    vm = ti.check_payload(payload(), settings)
+    with pytest.raises(ti.InstanceError, match="alias: must be up to 100 printable"):
+        ti.check_update(vm, {"alias": "x\x00y"}, settings)
+
+
+def test_alias_specifiers_are_escaped_in_the_unit(settings):
+    vm = ti.check_payload(payload(alias="100% web %i %n"), settings)
+    dropin = ti.unit_dropin(vm)
+    assert f"Description=Triton instance 100%% web %%i %%n ({VM})" in dropin.splitlines()
+    # A vm.json written by hand (or by an older vmadm) cannot inject lines either.
+    with pytest.raises(ti.InstanceError):
+        ti.unit_dropin({**vm, "alias": "x\n[Service]\nExecStart=/bin/sh"})
+
+
+def test_resolvers_and_gateways_are_written_canonical(settings):
+    vm = ti.check_payload(payload(resolvers=["2001:DB8::0001", "010.0.2.3".lstrip("0")],
+                                  dns_domain="example.com"), settings)
+    assert vm["resolvers"] == ["2001:db8::1", "10.0.2.3"]
+    assert ti.resolv_conf(vm) == "# From the instance's resolvers (vmadm).\nsearch example.com\n" \
+                                 "nameserver 2001:db8::1\nnameserver 10.0.2.3\n"
+
+
+def test_quota_zero_is_no_quota_as_on_smartos(settings):
+    assert ti.check_payload(payload(quota=0), settings)["quota"] == 0
+
+
+def test_import_quota_bounds_a_bomb():
+    assert ia.import_quota(1 << 20) == ia.IMPORT_QUOTA_MIN
+    assert ia.import_quota(1 << 30) == ia.IMPORT_QUOTA_FACTOR << 30

@@ -20,10 +20,11 @@ verifies size and SHA-256 while it streams, and snapshots the dataset as
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
+import os
 import re
-import subprocess
 import sys
 import tempfile
 import urllib.error
@@ -41,6 +42,11 @@ CHUNK = 1 << 20
 COMPRESSION = {"zstd": "--zstd", "gzip": "--gzip", "xz": "--xz", "bzip2": "--bzip2", "none": None}
 MAGIC = {b"\x28\xb5\x2f\xfd": "zstd", b"\x1f\x8b": "gzip", b"\xfd7zXZ": "xz", b"BZh": "bzip2"}
 TAR_SUFFIXES = (".tar.zst", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".tar")
+# While it is imported, an image may unpack to this many times its file's
+# size (at least IMPORT_QUOTA_MIN): more is a decompression bomb, refused
+# before it fills the pool. Root filesystems compress about 3-5x.
+IMPORT_QUOTA_FACTOR = 20
+IMPORT_QUOTA_MIN = 256 << 20
 
 
 def say(msg: str) -> None:
@@ -126,45 +132,119 @@ def installed(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
-def extract(src: str, fileinfo: dict[str, Any], root: Path) -> None:
-    """Stream `src` into tar, hashing as it goes; raise if size or hash differ."""
+CLONE_NEWUSER = 0x10000000
+UID_RANGE = 65536
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def spawn_unprivileged(argv: Sequence[str], cwd: Path, base: int, stdin: int, stderr: int) -> int:
+    """Start argv in `cwd` in a new user namespace whose users 0-65535 are
+    the host's base..base+65535, as its root: it can write only where that
+    range may, make no device node, set no host-effective file capability,
+    and what it creates is owned by the range, never by the host's root."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    dirfd = os.open(cwd, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    pid = os.fork()
+    if pid == 0:  # the child: nothing here may return
+        try:
+            os.close(ready_r)
+            os.close(go_w)
+            os.dup2(stdin, 0)
+            os.dup2(stderr, 1)
+            os.dup2(stderr, 2)
+            os.fchdir(dirfd)
+            if libc.unshare(CLONE_NEWUSER) != 0:
+                os._exit(126)
+            os.write(ready_w, b"u")
+            if os.read(go_r, 1) != b"g":
+                os._exit(126)
+            os.setgroups([])
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            os.execvp(argv[0], list(argv))
+        finally:
+            os._exit(127)
+    os.close(dirfd)
+    os.close(ready_w)
+    os.close(go_r)
+    try:
+        if os.read(ready_r, 1) != b"u":
+            raise InstanceError("cannot make a user namespace to unpack the image in")
+        for kind in ("uid_map", "gid_map"):
+            Path(f"/proc/{pid}/{kind}").write_text(f"0 {base} {UID_RANGE}\n")
+        os.write(go_w, b"g")
+    except BaseException:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(ready_r)
+        os.close(go_w)
+    return pid
+
+
+def extract(src: str, fileinfo: dict[str, Any], root: Path, uid_base: int) -> None:
+    """Stream `src` into an unprivileged tar (see spawn_unprivileged), hashing
+    as it goes; stop as soon as it is longer than the manifest says; raise
+    if size or hash differ."""
     h = hashlib.sha256()
-    size = 0
-    with open_source(src) as f:
+    size, limit = 0, fileinfo["size"]
+    os.chown(root, uid_base, uid_base)
+    with open_source(src) as f, tempfile.TemporaryFile() as errors:
         first = f.read(CHUNK)
         compression = fileinfo.get("compression") or next(
             (c for m, c in MAGIC.items() if first.startswith(m)), "none")
         flag = COMPRESSION[compression]
-        argv = ["tar", "-x", "-C", str(root), "--numeric-owner", "--same-permissions", "--same-owner",
-                "--xattrs", "--xattrs-include=*", "--acls"] + ([flag] if flag else [])
+        # The image's own /dev is never used (instances get a fresh one), so
+        # its device nodes are not even tried; one anywhere else fails.
+        argv = ["tar", "-x", "--numeric-owner", "--same-permissions", "--same-owner", "--no-overwrite-dir",
+                "--xattrs", "--xattrs-include=user.*", "--xattrs-include=security.capability", "--acls",
+                "--anchored", "--exclude=dev/*", "--exclude=./dev/*"] + ([flag] if flag else [])
         # tar's complaints go to a file: a pipe nobody reads while we feed
         # tar could fill and stall both.
-        errors = tempfile.TemporaryFile()
-        tar = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=errors)
-        assert tar.stdin is not None
-        chunk = first
+        stdin_r, stdin_w = os.pipe()
+        pid = spawn_unprivileged(argv, root, uid_base, stdin_r, errors.fileno())
+        os.close(stdin_r)
+        chunk, too_long = first, False
         try:
             while chunk:
                 h.update(chunk)
                 size += len(chunk)
-                tar.stdin.write(chunk)
+                if size > limit:
+                    too_long = True
+                    break
+                os.write(stdin_w, chunk)
                 chunk = f.read(CHUNK)
         except BrokenPipeError:
             pass
         finally:
-            try:
-                tar.stdin.close()
-            except BrokenPipeError:
-                pass
-        rc = tar.wait()
+            os.close(stdin_w)
+            if too_long:
+                os.kill(pid, 9)
+            status = os.waitpid(pid, 0)[1]
+        rc = os.waitstatus_to_exitcode(status)
         errors.seek(0)
         err = errors.read(4096).decode(errors="replace")
-    if size != fileinfo["size"] or h.hexdigest() != fileinfo["sha256"]:
+    if too_long:
+        raise InstanceError(f"{src}: the file is longer than the manifest's files[0].size "
+                            f"({limit} bytes): stopped reading it")
+    if size != limit or h.hexdigest() != fileinfo["sha256"]:
         raise InstanceError(f"{src}: the file is not the one the manifest describes: expected "
-                            f"{fileinfo['size']} bytes with SHA-256 {fileinfo['sha256']}, got {size} bytes "
+                            f"{limit} bytes with SHA-256 {fileinfo['sha256']}, got {size} bytes "
                             f"with SHA-256 {h.hexdigest()}")
     if rc != 0:
+        if "quota exceeded" in err:
+            raise InstanceError(f"{src}: the image unpacks to more than its import quota "
+                                f"({IMPORT_QUOTA_FACTOR}x its {limit} bytes): refused as a bomb")
         raise InstanceError(f"{src}: cannot unpack the image ({compression}): {err.strip()}")
+
+
+def import_quota(file_size: int) -> int:
+    """Bytes an image may unpack to while it is imported."""
+    return max(IMPORT_QUOTA_FACTOR * file_size, IMPORT_QUOTA_MIN)
 
 
 def import_image(manifest_src: str, file_src: Optional[str], settings: Settings) -> tuple[dict[str, Any], bool]:
@@ -180,13 +260,20 @@ def import_image(manifest_src: str, file_src: Optional[str], settings: Settings)
     src = file_src or file_beside(manifest_src, manifest)
     created = False
     try:
-        run("zfs", "create", "-o", f"mountpoint={settings.mountpoint(uuid)}", dataset)
+        # Nothing in an image is a device, runs or is setuid on the host
+        # (instances are clones, which take their properties from the pool).
+        run("zfs", "create", "-o", f"mountpoint={settings.mountpoint(uuid)}", "-o", "devices=off",
+            "-o", "setuid=off", "-o", "exec=off",
+            "-o", f"quota={import_quota(manifest['files'][0]['size'])}", dataset)
         created = True
+        # Only root on the host goes in (the clones keep this mode).
+        settings.mountpoint(uuid).chmod(0o700)
         root = settings.root(uuid)
         root.mkdir(mode=0o755)
-        extract(src, manifest["files"][0], root)
-        if not (root / "etc").is_dir():
+        extract(src, manifest["files"][0], root, ti.IMAGE_UID_BASE)
+        if not (root / "etc").is_dir() or (root / "etc").is_symlink():
             raise InstanceError(f"{src}: the tarball holds no root filesystem (no etc/ at its top)")
+        run("zfs", "set", "quota=none", dataset)
         run("zfs", "snapshot", f"{dataset}@{settings.snapshot}")
         # Instances are clones; the image itself need not stay mounted.
         run("zfs", "set", "canmount=noauto", dataset)

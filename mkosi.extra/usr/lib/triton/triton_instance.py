@@ -39,6 +39,15 @@ TEMPLATE = "/usr/lib/systemd/system/triton-instance@.service"
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 HOSTNAME_RE = re.compile(r"(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?")
 NIC_TAG_RE = re.compile(r"[a-z][a-z0-9_]{0,12}")
+DOMAIN_RE = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+                       r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", re.ASCII)
+MTU_MIN, MTU_MAX = 576, 9216
+# imgadm unpacks images as this 64K range of host users (see
+# triton_imgadm.spawn_unprivileged), never as the host's root. It is the top
+# of systemd-nspawn's container range: an instance's systemd-nspawn takes the
+# range its root is owned by when no running instance has it, else picks
+# another and re-owns (chowns) the instance's files to it.
+IMAGE_UID_BASE = 0x6FFF0000
 # Limits vmadm can set, and how each becomes a systemd resource-control
 # property of the instance's unit (the ZFS quota is set on the dataset).
 LIMITS = ("max_physical_memory", "cpu_cap", "cpu_shares", "max_lwps", "quota")
@@ -115,7 +124,7 @@ def is_uuid(value: Any) -> bool:
 def _positive_int(payload: dict[str, Any], field: str, allow_zero: bool = False) -> int:
     value = payload[field]
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value, re.ASCII):
             value = int(value)
         else:
             raise InstanceError(f"{field}: must be a whole number, got {value!r}")
@@ -172,14 +181,17 @@ def check_nic(nic: Any, i: int, settings: Settings) -> dict[str, Any]:
             raise InstanceError(f"{where}.netmask: not an IPv4 netmask: {netmask!r}")
         out.update(ip=str(addr), netmask=str(net.netmask))
         gateways = nic.get("gateways") or ([nic["gateway"]] if nic.get("gateway") else [])
+        if not isinstance(gateways, list):
+            raise InstanceError(f"{where}.gateways: must be a list of IPv4 addresses, got {gateways!r}")
         for g in gateways:
             try:
                 ipaddress.IPv4Address(g)
             except (ipaddress.AddressValueError, ValueError):
                 raise InstanceError(f"{where}.gateway: not an IPv4 address: {g!r}")
         if gateways:
-            out["gateway"] = gateways[0]
-            out["gateways"] = list(gateways)
+            canonical = [str(ipaddress.IPv4Address(g)) for g in gateways]
+            out["gateway"] = canonical[0]
+            out["gateways"] = canonical
     mac = nic.get("mac")
     if mac is not None:
         if not isinstance(mac, str) or not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac.lower()):
@@ -191,6 +203,8 @@ def check_nic(nic: Any, i: int, settings: Settings) -> dict[str, Any]:
         out["mac"] = random_mac()
     if "mtu" in nic:
         out["mtu"] = _positive_int(nic, "mtu")
+        if not MTU_MIN <= out["mtu"] <= MTU_MAX:
+            raise InstanceError(f"{where}.mtu: must be {MTU_MIN} to {MTU_MAX}, got {out['mtu']}")
     out["primary"] = bool(nic.get("primary", i == 0))
     return out
 
@@ -234,9 +248,14 @@ def check_payload(payload: Any, settings: Settings) -> dict[str, Any]:
     vm["image_uuid"] = image
     alias = payload.get("alias")
     if alias is not None:
-        if not isinstance(alias, str) or not alias or len(alias) > 100 or any(c in alias for c in "\n\r\t"):
-            raise InstanceError(f"alias: must be a one-line string of up to 100 characters, got {alias!r}")
+        if not isinstance(alias, str) or not alias or len(alias) > 100 or not alias.isprintable() or "\\" in alias:
+            raise InstanceError(f"alias: must be up to 100 printable characters (no control characters "
+                                f"or backslash), got {alias!r}")
         vm["alias"] = alias
+    if "dns_domain" in payload:
+        domain = payload["dns_domain"]
+        if not isinstance(domain, str) or not DOMAIN_RE.fullmatch(domain):
+            raise InstanceError(f"dns_domain: not a DNS domain (like example.com), got {domain!r}")
     hostname = payload.get("hostname")
     if hostname is not None:
         if not isinstance(hostname, str) or not HOSTNAME_RE.fullmatch(hostname):
@@ -258,18 +277,24 @@ def check_payload(payload: Any, settings: Settings) -> dict[str, Any]:
     resolvers = payload.get("resolvers", [])
     if not isinstance(resolvers, list):
         raise InstanceError("resolvers: must be a list of IP addresses")
-    for r in resolvers:
-        try:
-            ipaddress.ip_address(r)
-        except ValueError:
-            raise InstanceError(f"resolvers: not an IP address: {r!r}")
-    vm["resolvers"] = list(resolvers)
+    vm["resolvers"] = [_resolver(r) for r in resolvers]
     for field in ("customer_metadata", "internal_metadata"):
         md = payload.get(field, {})
         if not isinstance(md, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in md.items()):
             raise InstanceError(f"{field}: must be an object of string keys and string values")
         vm[field] = dict(md)
     return vm
+
+
+def _resolver(value: Any) -> str:
+    """An IP address, canonical, without an IPv6 scope (which could carry any text)."""
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        raise InstanceError(f"resolvers: not an IP address: {value!r}")
+    if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id is not None:
+        raise InstanceError(f"resolvers: {value!r}: a resolver takes no IPv6 scope (%...)")
+    return str(addr)
 
 
 # Fields `vmadm update` changes; the limits apply to a running instance at once.
@@ -309,8 +334,16 @@ def unit_properties(vm: dict[str, Any]) -> dict[str, str]:
     return props
 
 
+def unit_escape(text: str) -> str:
+    """A value for a unit file line: specifiers escaped; anything that could
+    end or continue the line (control characters, a backslash) refused."""
+    if not text.isprintable() or "\\" in text:
+        raise InstanceError(f"{text!r}: not a one-line value for a unit file")
+    return text.replace("%", "%%")
+
+
 def unit_dropin(vm: dict[str, Any]) -> str:
-    name = vm.get("alias") or vm["uuid"]
+    name = unit_escape(str(vm.get("alias") or vm["uuid"]))
     lines = ["# Generated by triton-instance-generator from", f"# {vm['uuid']}'s vm.json: do not edit.",
              "[Unit]", f"Description=Triton instance {name} ({vm['uuid']})", "", "[Service]"]
     lines += [f"{k}={v}" for k, v in unit_properties(vm).items()]

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import triton_guestroot as guestroot  # noqa: E402
 import triton_instance as ti  # noqa: E402
 from triton_instance import InstanceError, Settings, run  # noqa: E402
 
@@ -84,20 +85,20 @@ def instance_exists(uuid: str, settings: Settings) -> bool:
 
 
 def set_root_credentials(vm: dict[str, Any], settings: Settings) -> None:
-    """root's password and keys in a root that has never run (just cloned)."""
+    """root's password and keys in a root that has never run (just cloned).
+    The image's files are written without following its links, and none of
+    its programs runs (triton_guestroot)."""
     root = settings.root(vm["uuid"])
-    password = vm["internal_metadata"].get("root_pw")
-    if password:
-        run("chpasswd", "--root", str(root), input=f"root:{password}\n")
-    keys = vm["customer_metadata"].get("root_authorized_keys")
-    if keys:
-        ssh = root / "root/.ssh"
-        if ssh.is_symlink() or (root / "root").is_symlink():
-            raise InstanceError(f"{root}/root/.ssh: a symlink in the image; not writing keys through it")
-        ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
-        target = ssh / "authorized_keys"
-        target.write_text(keys if keys.endswith("\n") else keys + "\n")
-        target.chmod(0o600)
+    try:
+        password = vm["internal_metadata"].get("root_pw")
+        if password:
+            guestroot.set_root_password(root, password)
+        keys = vm["customer_metadata"].get("root_authorized_keys")
+        if keys:
+            guestroot.set_root_keys(root, keys)
+    except guestroot.GuestRootError as e:
+        raise InstanceError(f"image {vm['image_uuid']}: cannot set root's password or keys in the "
+                            f"instance: {e}")
 
 
 def create(payload: Any, settings: Settings) -> str:
@@ -117,6 +118,8 @@ def create(payload: Any, settings: Settings) -> str:
         created = True
         if ti.zfs_get(dataset, "mounted") != "yes":
             run("zfs", "mount", dataset)
+        # Only root on the host goes into an instance's dataset.
+        settings.mountpoint(uuid).chmod(0o700)
         config = settings.config_file(uuid)
         config.parent.mkdir(mode=0o700, exist_ok=True)
         set_root_credentials(vm, settings)

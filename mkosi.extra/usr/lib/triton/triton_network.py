@@ -148,6 +148,8 @@ def check_hash(raw: bytes, expected: Optional[str], source: str) -> None:
     import hashlib
 
     expected = expected.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{40}", expected):
+        raise Malformed(f"{source}: its .hash {expected[:60]!a} is not a SHA-1 (40 hex digits)")
     actual = hashlib.sha1(raw).hexdigest()
     if actual != expected:
         raise Malformed(f"{source}: does not match its .hash (SHA-1 {actual}, the .hash says {expected}): "
@@ -158,7 +160,7 @@ def load(raw: bytes, source: str, suffix: str, expected_hash: Optional[str] = No
     check_hash(raw, expected_hash, source)
     try:
         data = json.loads(raw)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:   # RecursionError: nested too deep
         raise Malformed(f"{source}: not valid JSON ({e})")
     return parse(data, source, suffix)
 
@@ -168,7 +170,7 @@ def _int(value: Any, what: str, low: int, high: int) -> Optional[int]:
         return None
     try:
         n = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: 1e400 is read as inf
         raise ValueError(f"{what} {value!r} is not a number")
     if not low <= n <= high:
         raise ValueError(f"{what} {n} is not between {low} and {high}")
@@ -201,7 +203,8 @@ def _named(data: dict[str, Any], key: str, source: str, pattern: re.Pattern[str]
 
 def parse(data: Any, source: str, suffix: str) -> Plan:
     """networking.json -> Plan. Entries that cannot be used are skipped and
-    named in plan.problems; a file whose shape is wrong raises Malformed."""
+    named in plan.problems; a file whose shape is wrong raises Malformed.
+    Nothing else is raised, whatever the JSON holds."""
     if not isinstance(data, dict):
         raise Malformed(f"{source}: not a JSON object")
     plan = Plan(source=source, from_file=True)
@@ -223,7 +226,7 @@ def parse(data: Any, source: str, suffix: str) -> Plan:
         if raw_port in (None, ""):
             # A tag NAPI knows but no NIC of this node provides.
             continue
-        port = raw_port if raw_port in plan.aggregations else normal_mac(raw_port)
+        port = raw_port if isinstance(raw_port, str) and raw_port in plan.aggregations else normal_mac(raw_port)
         if port is None:
             p.append(f"{where} ({name}): mac {raw_port!r} is neither a MAC address nor an aggregation")
             continue
@@ -275,7 +278,7 @@ def parse(data: Any, source: str, suffix: str) -> Plan:
 
 def _vnic(entry: dict[str, Any], plan: Plan) -> Vnic:
     tag = entry.get("nic_tag")
-    if tag not in plan.tags:
+    if not isinstance(tag, str) or tag not in plan.tags:
         raise ValueError(f"nic_tag {tag!r} is not one of this node's NIC tags "
                          f"({', '.join(sorted(plan.tags)) or 'none'})")
     vlan = _int(entry.get("vlan_id"), "vlan_id", 0, 4094) or 0

@@ -45,6 +45,8 @@ NETWORK_DIR = Path("/run/systemd/network")
 RESOLVED = Path("/run/systemd/resolved.conf.d/50-triton.conf")
 TIMESYNCD = Path("/run/systemd/timesyncd.conf.d/50-triton.conf")
 STATE = Path("/run/triton/network.json")
+CMDLINE = Path("/proc/cmdline")
+ETC_HOSTNAME = Path("/etc/hostname")
 ISSUE = Path("/run/issue.d/40-triton-config.issue")
 INSTANCES = Path("/usr/lib/triton/instances.json")
 HOSTNAME_RE = re.compile(r"(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
@@ -175,16 +177,18 @@ def admin_mac_hint(cmdline: str, cfg: dict[str, str], local: list[str], problems
     return tn.bootif_mac(cmdline)
 
 
-def network_plan(cmdline: str, cfg: dict[str, str], suffix: str, local: list[str]) -> tn.Plan:
-    """networking.json if it is there and usable; else booter's kernel
-    arguments (<tag>_nic=, <aggr>_aggr=, ip=), with the boot NIC as admin."""
+def network_plan(cmdline: str, cfg: dict[str, str], suffix: str, local: list[str],
+                 use_file: bool = True) -> tn.Plan:
+    """networking.json if it is there and usable (and use_file); else booter's
+    kernel arguments (<tag>_nic=, <aggr>_aggr=, ip=), with the boot NIC as admin."""
     problems: list[str] = []
     args = tn.kernel_args(cmdline)
     admin = admin_mac_hint(cmdline, cfg, local, problems)
     plan: Optional[tn.Plan] = None
-    if NETWORKING.is_file():
+    if use_file and NETWORKING.is_file():
         hash_file = NETWORKING.with_name(NETWORKING.name + ".hash")
-        expected = hash_file.read_text() if hash_file.is_file() else None
+        # Not text we trust: a .hash that is not UTF-8 is one that does not match.
+        expected = hash_file.read_bytes().decode(errors="replace") if hash_file.is_file() else None
         try:
             plan = tn.load(NETWORKING.read_bytes(), str(NETWORKING), suffix, expected)
         except tn.Malformed as e:
@@ -218,9 +222,10 @@ def apply_credentials(cfg: dict[str, str]) -> None:
         # Keys kept on the system pool (restored by the initrd) stay; the
         # delivered ones are added.
         target = ssh / "authorized_keys"
-        have = target.read_text().splitlines() if target.is_file() else []
-        added = [k for k in keys.read_text().splitlines() if k.strip() and k not in have]
-        target.write_text("".join(line + "\n" for line in have + added))
+        # Bytes that are not UTF-8 are kept as they are, not a reason to fail.
+        have = target.read_text(errors="surrogateescape").splitlines() if target.is_file() else []
+        added = [k for k in keys.read_text(errors="surrogateescape").splitlines() if k.strip() and k not in have]
+        target.write_text("".join(line + "\n" for line in have + added), errors="surrogateescape")
         target.chmod(0o600)
         say(f"{len(added)} root ssh key(s) added from root_authorized_keys")
 
@@ -229,14 +234,29 @@ def main() -> int:
     problems: list[str] = []
     cfg: dict[str, str] = {}
     if NODE_CONFIG.is_file():
-        cfg, bad = parse_node_config(NODE_CONFIG.read_text(errors="replace"))
+        cfg, bad = parse_node_config(NODE_CONFIG.read_bytes().decode(errors="replace"))
         problems += [f"{NODE_CONFIG}: {p}; skipped" for p in bad]
+    # First, whatever the network config does: on a node without a pool
+    # these are the only way to log in.
+    try:
+        apply_credentials(cfg)
+    except (OSError, ValueError, subprocess.CalledProcessError) as e:
+        problems.append(f"root credentials not applied: {e}")
     suffix = json.loads(INSTANCES.read_text())["bridge_suffix"]
-    cmdline = Path("/proc/cmdline").read_text()
+    cmdline = CMDLINE.read_text()
 
-    plan = network_plan(cmdline, cfg, suffix, local_macs())
+    local = local_macs()
+    try:
+        plan = network_plan(cmdline, cfg, suffix, local)
+        generated = tn.files(plan)
+    except Exception as e:
+        # A fault of ours, not booter's file: the same fallback as without
+        # networking.json, so the host name and the rest still apply.
+        problems.append(f"{NETWORKING}: not used: planning the network from it failed "
+                        f"({type(e).__name__}: {e}); the boot NIC is admin")
+        plan = network_plan(cmdline, cfg, suffix, local, use_file=False)
+        generated = tn.files(plan)
     NETWORK_DIR.mkdir(parents=True, exist_ok=True)
-    generated = tn.files(plan)
     if plan.from_file:
         generated["90-triton-unused.network"] = tn.unused_nics_file()
     for name, text in generated.items():
@@ -250,7 +270,7 @@ def main() -> int:
     hostname = choose_hostname(plan, cfg, admin_mac, problems, tn.kernel_args(cmdline))
     if hostname:
         socket.sethostname(hostname)
-        write(Path("/etc/hostname"), hostname + "\n")
+        write(ETC_HOSTNAME, hostname + "\n")
 
     resolvers, domains = resolvers_and_domains(plan, cfg, problems)
     if resolvers or domains:
@@ -267,11 +287,6 @@ def main() -> int:
         + (f"; addresses {static}" if static else "; admin by DHCP" if admin else ""))
     say(f"host name {hostname}; DNS {' '.join(resolvers) or 'from DHCP'}"
         + (f" search {' '.join(domains)}" if domains else "") + f"; NTP {' '.join(ntp) or 'default'}")
-
-    try:
-        apply_credentials(cfg)
-    except (OSError, subprocess.CalledProcessError) as e:
-        problems.append(f"root credentials not applied: {e}")
 
     for p in problems:
         say(f"PROBLEM: {p}")

@@ -140,3 +140,452 @@ def test_cli_errors_name_the_input_and_what_to_do(tmp_path, monkeypatch, capsys,
     argv = [a.format(**names) for a in argv]
     assert tp.main(argv) == 1
     assert message.format(**names) in capsys.readouterr().err
+
+
+# -- hostid: firmware placeholder UUIDs (issue 16, item 11) ------------------------------
+
+PLACEHOLDERS = [
+    "03000200-0400-0500-0006-000700080009",   # AMI's default
+    "00020003-0004-0005-0006-000700080009",   # the same, other byte order
+    "00000000-0000-0000-0000-000000000000",
+    "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+    "11111111-1111-1111-1111-111111111111",
+    "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa",
+]
+BOOTIF = "BOOT_IMAGE=x BOOTIF=01-52-54-00-12-34-56 console=ttyS0"
+
+
+@pytest.mark.parametrize("uuid", PLACEHOLDERS)
+def test_placeholder_uuids_are_not_a_nodes_identity(uuid):
+    assert tp.valid_system_uuid(uuid) is None
+    assert tp.valid_system_uuid(uuid.lower() + "\n") is None
+
+
+@pytest.mark.parametrize("uuid", PLACEHOLDERS)
+def test_a_placeholder_uuid_gives_the_boot_nics_hostid_and_says_why(uuid):
+    hostid, source = tp.choose_hostid(uuid + "\n", BOOTIF)
+    assert hostid == zlib.crc32(b"52:54:00:12:34:56".upper())
+    assert source.startswith("boot NIC 52:54:00:12:34:56 (")
+    assert "placeholder" in source and uuid.lower() in source
+
+
+def test_a_real_uuid_gives_its_own_hostid_whatever_the_boot_nic():
+    u = "4c4c4544-0037-3510-8052-b4c04f4d3732"
+    assert tp.choose_hostid(u.upper() + "\n", BOOTIF) == (tp.hostid_from_uuid(u), f"SMBIOS system UUID {u}")
+
+
+def test_without_bootif_a_placeholder_keeps_its_old_hostid_but_no_uuid_imports_nothing():
+    # Booted from a DVD or USB stick (no BOOTIF=): the placeholder's hostid,
+    # as before, so the node keeps importing its pool; the console says why.
+    hostid, source = tp.choose_hostid(PLACEHOLDERS[0], "console=ttyS0")
+    assert hostid == tp.hostid_from_uuid(PLACEHOLDERS[0])
+    assert "placeholder" in source and "no BOOTIF=" in source
+    for absent in ("", "Not Settable", PLACEHOLDERS[2], PLACEHOLDERS[3]):
+        with pytest.raises(tp.PoolError, match="no BOOTIF="):
+            tp.choose_hostid(absent, "console=ttyS0")
+
+
+# -- factory reset clears only the pool's devices (item 9) --------------------------------
+
+ZFS_DATA = "6a898cc3-1dd2-11b2-99a6-080020736631"
+ZFS_RESERVED = "6a945a3b-1dd2-11b2-99a6-080020736631"
+EFI = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+LINUX = "0fc63daf-8483-4772-8e79-3d69d8477de4"
+
+# `zpool status -P -L`: zones on whole disks (sdb, sdc, sdf, which ZFS
+# partitioned itself) with a spare in use, a missing and a removed disk, a
+# log and a cache on partitions of the NVMe the node boots from, and a spare
+# shared with the data pool, which lives on another partition of that NVMe.
+ZPOOL_STATUS = """\
+  pool: data
+ state: ONLINE
+config:
+
+\tNAME              STATE     READ WRITE CKSUM
+\tdata              ONLINE       0     0     0
+\t  /dev/nvme0n1p5  ONLINE       0     0     0
+\tspares
+\t  /dev/sde1       AVAIL
+
+errors: No known data errors
+
+  pool: zones
+ state: DEGRADED
+status: One or more devices could not be used because the label is missing or
+\tinvalid.  Sufficient replicas exist for the pool to continue
+\tfunctioning in a degraded state.
+action: Replace the device using 'zpool replace'.
+   see: https://openzfs.github.io/openzfs-docs/msg/ZFS-8000-4J
+  scan: resilvered 1.20G in 00:00:12 with 0 errors on Tue Dec  1 10:00:00 2026
+config:
+
+\tNAME                     STATE     READ WRITE CKSUM
+\tzones                    DEGRADED     0     0     0
+\t  mirror-0               ONLINE       0     0     0
+\t    /dev/sdb1            ONLINE       0     0     0
+\t    spare-1              ONLINE       0     0     0
+\t      /dev/sdc1          ONLINE       0     0     0
+\t      /dev/sdd1          ONLINE       0     0     0
+\t  mirror-1               DEGRADED     0     0     0
+\t    /dev/sdf1            ONLINE       0     0     0
+\t    9876543210987654321  UNAVAIL      0     0     0  was /dev/sdg1
+\t    /dev/sdh1            REMOVED      0     0     0
+\tlogs
+\t  /dev/nvme0n1p3         ONLINE       0     0     0
+\tcache
+\t  /dev/nvme0n1p4         ONLINE       0     0     0
+\tspares
+\t  /dev/sdd1              INUSE     currently in use
+\t  /dev/sde1              AVAIL
+
+errors: No known data errors
+"""
+
+
+def zfs_disk(disk):
+    return tp.Placement(disk, (tp.Partition(disk + "1", 1, ZFS_DATA), tp.Partition(disk + "9", 9, ZFS_RESERVED)))
+
+
+NVME = tp.Placement("/dev/nvme0n1", tuple(
+    tp.Partition(f"/dev/nvme0n1p{n}", n, t) for n, t in
+    [(1, EFI), (2, LINUX), (3, ZFS_DATA), (4, ZFS_DATA), (5, ZFS_DATA)]))
+SDD = tp.Placement("/dev/sdd", (tp.Partition("/dev/sdd1", 1, ZFS_DATA), tp.Partition("/dev/sdd2", 2, LINUX)))
+PLACEMENTS = {"/dev/sdb1": zfs_disk("/dev/sdb"), "/dev/sdc1": zfs_disk("/dev/sdc"), "/dev/sdf1": zfs_disk("/dev/sdf"),
+              "/dev/sdd1": SDD, "/dev/sde1": tp.Placement("/dev/sde", (tp.Partition("/dev/sde1", 1, ZFS_DATA),)),
+              "/dev/sdh1": zfs_disk("/dev/sdh"), "/dev/nvme0n1p3": NVME, "/dev/nvme0n1p4": NVME}
+
+
+def test_zpool_status_lists_every_device_of_every_pool_by_section():
+    pools = tp.parse_zpool_status(ZPOOL_STATUS)
+    assert [(v.path, v.section, v.state) for v in pools["zones"]] == [
+        ("/dev/sdb1", "data", "ONLINE"), ("/dev/sdc1", "data", "ONLINE"), ("/dev/sdd1", "data", "ONLINE"),
+        ("/dev/sdf1", "data", "ONLINE"), ("/dev/sdh1", "data", "REMOVED"),
+        ("/dev/nvme0n1p3", "logs", "ONLINE"), ("/dev/nvme0n1p4", "cache", "ONLINE"),
+        ("/dev/sde1", "spares", "AVAIL"),
+    ]
+    assert [(v.path, v.section) for v in pools["data"]] == [("/dev/nvme0n1p5", "data"), ("/dev/sde1", "spares")]
+    assert tp.parse_zpool_status("no pools available\n") == {}
+
+
+def test_factory_reset_clears_whole_disks_zfs_made_and_only_the_pools_partitions():
+    pools = tp.parse_zpool_status(ZPOOL_STATUS)
+    elsewhere = {v.path: "data" for v in pools["data"]}
+    plan = tp.reset_plan(pools["zones"], PLACEMENTS, elsewhere)
+    assert plan.disks == ("/dev/sdb", "/dev/sdc", "/dev/sdf")
+    # The log, the cache and the spare are partitions: the NVMe's EFI, root
+    # and data-pool partitions, and sdd2, are not the pool's.
+    assert plan.partitions == ("/dev/sdd1", "/dev/nvme0n1p3", "/dev/nvme0n1p4")
+    assert plan.skipped == ("/dev/sdh1 (data) is REMOVED", "/dev/sde1 (spares) is also in pool 'data'")
+    assert tp.reset_summary(plan) == ("cleared disk /dev/sdb, disk /dev/sdc, disk /dev/sdf, partition /dev/sdd1, "
+                                      "partition /dev/nvme0n1p3, partition /dev/nvme0n1p4")
+
+
+@pytest.mark.parametrize("where,cleared", [
+    (tp.Placement("/dev/sdb"), ("disks", "/dev/sdb")),                         # a disk without partitions
+    (zfs_disk("/dev/sdb"), ("disks", "/dev/sdb")),                             # ZFS's own layout
+    (tp.Placement("/dev/sdb", (tp.Partition("/dev/sdb1", 1, ZFS_DATA),         # partition 9 of another type
+                               tp.Partition("/dev/sdb9", 9, LINUX))), ("partitions", "/dev/sdb1")),
+    (tp.Placement("/dev/sdb", (*zfs_disk("/dev/sdb").partitions,               # a third partition
+                               tp.Partition("/dev/sdb2", 2, LINUX))), ("partitions", "/dev/sdb1")),
+    (tp.Placement("/dev/sdb", (tp.Partition("/dev/sdb1", 1, ""),               # types unknown
+                               tp.Partition("/dev/sdb9", 9, ""))), ("partitions", "/dev/sdb1")),
+    (tp.Placement(""), ("partitions", "/dev/sdb1")),                           # its disk unknown
+])
+def test_only_zfss_own_whole_disk_layout_clears_a_whole_disk(where, cleared):
+    dev = "/dev/sdb" if where.disk == "/dev/sdb" and not where.partitions else "/dev/sdb1"
+    plan = tp.reset_plan([tp.Vdev(dev, "data", "ONLINE")], {dev: where}, {})
+    assert getattr(plan, cleared[0]) == (cleared[1],)
+
+
+def test_factory_reset_runs_labelclear_and_wipefs_on_the_pools_devices_only(monkeypatch):
+    parents = {"/dev/sdb1": "sdb", "/dev/sdc1": "sdc", "/dev/sdd1": "sdd", "/dev/sdf1": "sdf", "/dev/sdh1": "sdh",
+               "/dev/sde1": "sde", "/dev/nvme0n1p3": "nvme0n1", "/dev/nvme0n1p4": "nvme0n1"}
+    disks = {"/dev/sdb": zfs_disk("/dev/sdb"), "/dev/sdc": zfs_disk("/dev/sdc"), "/dev/sdf": zfs_disk("/dev/sdf"),
+             "/dev/sdh": zfs_disk("/dev/sdh"), "/dev/sdd": SDD, "/dev/sde": PLACEMENTS["/dev/sde1"],
+             "/dev/nvme0n1": NVME}
+    parts = {p.path: p for d in disks.values() for p in d.partitions}
+    touched = []
+
+    def fake_run(*argv, check=True):
+        out = ""
+        if argv[:2] == ("zpool", "status"):
+            out = ZPOOL_STATUS
+        elif argv[:4] == ("lsblk", "-dn", "-o", "TYPE"):
+            out = "part\n" if argv[4] in parts else "disk\n"
+        elif argv[:4] == ("lsblk", "-dn", "-o", "PKNAME"):
+            out = parents.get(argv[4], "") + "\n"
+        elif argv[:2] == ("lsblk", "-ln"):
+            out = "".join(f"{p.path} part\n" for p in disks[argv[-1]].partitions)
+        elif argv[0] == "blkid":
+            p = parts.get(argv[-1])
+            out = f"TYPE=zfs_member\nPART_ENTRY_NUMBER={p.number}\nPART_ENTRY_TYPE={p.type.upper()}\n" if p else ""
+        elif argv[0] in ("wipefs", "zpool") and argv[1] != "destroy":
+            touched.append(argv[-1])
+        return tp.subprocess.CompletedProcess(argv, 0, out, "")
+
+    monkeypatch.setattr(tp, "run", fake_run)
+    monkeypatch.setattr(tp.Path, "is_block_device", lambda self: True)
+    notes = []
+    assert tp.destroy_and_clear("zones", notes.append)
+    assert set(touched) == {"/dev/sdb1", "/dev/sdb9", "/dev/sdb", "/dev/sdc1", "/dev/sdc9", "/dev/sdc",
+                            "/dev/sdf1", "/dev/sdf9", "/dev/sdf", "/dev/sdd1", "/dev/nvme0n1p3", "/dev/nvme0n1p4"}
+    assert notes[-1].startswith("factory reset: pool 'zones' destroyed; cleared disk /dev/sdb")
+    assert "factory reset: not clearing /dev/sde1 (spares) is also in pool 'data'" in notes
+
+
+# -- restore: every step runs, each failure is reported (item 7) ---------------------------
+
+def node_settings(tmp_path):
+    """The build's pool settings, with every dataset under tmp_path."""
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps(load().pool.as_json()))
+    s = tp.Settings.load(path)
+    return tp.dataclasses.replace(s, datasets=tuple(
+        {**d, "mountpoint": str(tmp_path / "node" / d["mountpoint"].lstrip("/"))} for d in s.datasets))
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    """A node's /run, /etc and /root under tmp_path; its pool imported and mounted."""
+    run = tmp_path / "run"
+    for name, path in [("RUN", run), ("STATE", run / "state.json"), ("MOUNT_FLAG", run / "mount"),
+                       ("ISSUE", tmp_path / "issue"), ("BOOT_FILES", tmp_path / "boot"),
+                       ("ETC_MACHINE_ID", tmp_path / "etc/machine-id"), ("ETC_SSH", tmp_path / "etc/ssh"),
+                       ("SHADOW", tmp_path / "etc/shadow"),
+                       ("ROOT_AUTHORIZED_KEYS", tmp_path / "root/.ssh/authorized_keys")]:
+        monkeypatch.setattr(tp, name, path)
+    (tmp_path / "etc/ssh").mkdir(parents=True)
+    (tmp_path / "boot").mkdir()
+    settings = node_settings(tmp_path)
+    settings.config_dir.mkdir(parents=True)
+    tp.write_state({"pool": "zones", "state": "imported", "health": "ONLINE", "messages": []})
+    tp.MOUNT_FLAG.write_text("zones\n")
+    monkeypatch.setattr(tp, "is_mountpoint", lambda path: True)
+    return settings
+
+
+def enospc(path):
+    return OSError(28, "No space left on device", path)
+
+
+def test_restore_runs_every_step_and_mounts_the_instances_whatever_fails(node, monkeypatch, capsys):
+    ran = []
+
+    def step(name, error=None):
+        def fake(*args):
+            ran.append(name)
+            if error:
+                raise error
+        return fake
+
+    monkeypatch.setattr(tp, "restore_machine_id", step("machine-id"))
+    monkeypatch.setattr(tp, "restore_ssh_host_keys", step("ssh", FileNotFoundError(
+        2, "No such file or directory", "/zones/config/ssh/ssh_host_rsa_key.pub")))
+    monkeypatch.setattr(tp, "restore_root_password", step("password", tp.PoolError(
+        "/zones/config/root/shadow: it is not one line\nending in a newline")))
+    monkeypatch.setattr(tp, "restore_root_keys", step("keys"))
+    monkeypatch.setattr(tp, "keep_boot_files", step("boot", enospc("/zones/config/boot/node.config")))
+    monkeypatch.setattr(tp, "mount_instances",
+                        lambda settings: ran.append("instances") or "mounted 2 instance dataset(s)")
+
+    assert tp.restore(node) == 1
+    assert ran == ["machine-id", "ssh", "password", "keys", "boot", "instances"]
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "triton-pool: restore: ssh host keys FAILED: /zones/config/ssh/ssh_host_rsa_key.pub: No such file or directory",
+        "triton-pool: restore: root password FAILED: /zones/config/root/shadow: it is not one line ending in a newline",
+        "triton-pool: restore: boot files FAILED: /zones/config/boot/node.config: No space left on device",
+        f"triton-pool: restored machine-id, root ssh keys from {node.config_dir}",
+        "triton-pool: mounted 2 instance dataset(s)",
+    ]
+    state = tp.read_state()
+    assert [(r["step"], r["ok"]) for r in state["restore"]] == [
+        ("machine-id", True), ("ssh host keys", False), ("root password", False), ("root ssh keys", True),
+        ("boot files", False), ("instance datasets", True)]
+    assert state["messages"] == [line.removeprefix("triton-pool: ") for line in out[:3]]
+    assert tp.ISSUE.read_text() == ("Pool zones: imported, ONLINE.\nRestore from the pool FAILED: ssh host keys, "
+                                    "root password, boot files: see `triton-pool status`.\n")
+
+
+def test_restore_mounts_instances_even_without_the_config_dataset(node, monkeypatch, capsys):
+    monkeypatch.setattr(tp, "is_mountpoint", lambda path: path != node.config_dir)
+    monkeypatch.setattr(tp, "restore_machine_id", lambda cfg: pytest.fail("wrote to an unmounted /zones/config"))
+    monkeypatch.setattr(tp, "mount_instances", lambda settings: "mounted 1 instance dataset(s)")
+    assert tp.restore(node) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "triton-pool: mounted 1 instance dataset(s)"
+    assert tp.read_state()["unmounted"] == [str(node.config_dir)]
+
+
+def test_one_instance_that_does_not_mount_leaves_the_others_mounted(node, monkeypatch):
+    a, b = "zones/" + "a" * 8 + "-0000-4000-8000-" + "0" * 12, "zones/" + "b" * 8 + "-0000-4000-8000-" + "0" * 12
+    mounted = []
+
+    def fake_run(*argv, check=True):
+        if argv[:2] == ("zfs", "list"):
+            return tp.subprocess.CompletedProcess(argv, 0, f"zones\ton\n{a}\ton\n{b}\ton\n", "")
+        mounted.append(argv[-1])
+        return tp.subprocess.CompletedProcess(argv, 1 if argv[-1] == a else 0, "", "cannot mount: I/O error\n")
+
+    monkeypatch.setattr(tp, "run", fake_run)
+    [result] = tp.run_steps([(tp.INSTANCES, lambda: tp.mount_instances(node))])
+    assert mounted == [a, b]
+    assert result.error == f"1 of 2 did not mount: {a}: cannot mount: I/O error"
+
+
+def test_a_full_pool_leaves_the_boot_files_an_earlier_boot_kept(node, monkeypatch):
+    (tp.BOOT_FILES / "node.config").write_text("hostname='new'\n")
+    kept = node.config_dir / "boot/node.config"
+    kept.parent.mkdir()
+    kept.write_text("hostname='old'\n")
+
+    def full(fd):
+        raise enospc(None)
+
+    monkeypatch.setattr(tp.os, "fsync", full)
+    with pytest.raises(tp.PoolError, match=f"^{kept}: No space left on device; the copy an earlier boot kept"):
+        tp.keep_boot_files(node.config_dir)
+    assert kept.read_text() == "hostname='old'\n"
+    assert [p.name for p in kept.parent.iterdir()] == ["node.config"]
+
+
+def test_ssh_host_key_plan():
+    saved = {"ssh_host_rsa_key", "ssh_host_rsa_key.pub", "ssh_host_ecdsa_key", "ssh_host_ed25519_key.pub"}
+    assert tp.ssh_key_plan(saved) == {"rsa": "copy", "ecdsa": "derive-public", "ed25519": "generate"}
+
+
+def test_a_lost_public_host_key_is_made_again_and_the_others_are_installed(node, monkeypatch):
+    keys = node.config_dir / "ssh"
+    keys.mkdir()
+    for t in tp.SSH_KEY_TYPES:
+        (keys / f"ssh_host_{t}_key").write_text(f"PRIVATE {t}\n")
+        if t != "ecdsa":
+            (keys / f"ssh_host_{t}_key.pub").write_text(f"PUBLIC {t}\n")
+    calls = []
+
+    def fake_run(*argv, check=True):
+        calls.append(argv)
+        return tp.subprocess.CompletedProcess(argv, 0, "ecdsa-sha2-nistp256 AAAA\n", "")
+
+    monkeypatch.setattr(tp, "run", fake_run)
+    assert "ecdsa" in tp.restore_ssh_host_keys(node.config_dir)
+    assert calls == [("ssh-keygen", "-y", "-P", "", "-f", str(keys / "ssh_host_ecdsa_key"))]
+    assert (keys / "ssh_host_ecdsa_key.pub").read_text() == "ecdsa-sha2-nistp256 AAAA\n"
+    assert sorted(p.name for p in tp.ETC_SSH.iterdir()) == sorted(
+        f"ssh_host_{t}_key{s}" for t in tp.SSH_KEY_TYPES for s in ("", ".pub"))
+    assert oct((tp.ETC_SSH / "ssh_host_rsa_key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_damaged_machine_id_is_replaced_and_reported(node):
+    saved = node.config_dir / "machine-id"
+    tp.restore_machine_id(node.config_dir)  # first boot: made, silently
+    first = saved.read_text()
+    assert tp.ETC_MACHINE_ID.read_text() == first and len(first.strip()) == 32
+    saved.write_text("\x00garbage")
+    with pytest.raises(tp.PoolError, match="damaged .* this node has a new machine-id"):
+        tp.restore_machine_id(node.config_dir)
+    assert tp.ETC_MACHINE_ID.read_text() == saved.read_text() != first
+
+
+@pytest.mark.parametrize("text,value", [
+    (None, None), ("$6$salt$hash\n", "$6$salt$hash"), ("!$6$salt$hash\n", "!$6$salt$hash"),
+    ("!\n", "!"), ("*\n", "*"), ("\n", ""),
+])
+def test_saved_root_password_is_read_exactly(text, value):
+    assert tp.saved_root_hash(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "$6$salt$ha", "$6$a\n$6$b\n", "$6$salt:hash\n", "$6$s\ufffd\n", "$6 x\n"])
+def test_a_damaged_saved_root_password_is_refused(text):
+    with pytest.raises(ValueError):
+        tp.saved_root_hash(text)
+
+
+def test_a_damaged_saved_root_password_is_moved_aside_not_installed(node, monkeypatch):
+    saved = node.config_dir / "root/shadow"
+    saved.parent.mkdir()
+    saved.write_bytes(b"$6$\xff\x00")
+    monkeypatch.setattr(tp, "run", lambda *argv, check=True: pytest.fail(f"ran {argv}"))
+    with pytest.raises(tp.PoolError, match="moved to shadow.damaged, root's password is not restored"):
+        tp.restore_root_password(node.config_dir)
+    assert not saved.exists() and (saved.parent / "shadow.damaged").read_bytes() == b"$6$\xff\x00"
+
+
+# -- root's revoked access stays revoked (item 8) ---------------------------------------------
+
+@pytest.mark.parametrize("shadow,value", [
+    ("daemon:*:19000::::::\nroot:$6$s$h:19000:0:99999:7:::\n", "$6$s$h"),
+    ("root:!$6$s$h:19000:0:99999:7:::\n", "!$6$s$h"),   # passwd -l root
+    ("root:*:19000:0:99999:7:::\n", "*"),
+    ("root::19000:0:99999:7:::\n", ""),                 # passwd -d root
+    ("daemon:*:19000::::::\n", None),
+])
+def test_roots_password_field_is_taken_as_it_is(shadow, value):
+    assert tp.root_entry_hash(shadow) == value
+
+
+def test_save_plan_saves_locks_and_removals():
+    saved = {"shadow": b"$6$s$h\n", "authorized_keys": b"ssh-ed25519 AAAA old\n"}
+    locked = "root:!$6$s$h:19000:0:99999:7:::\n"
+    assert tp.root_save_plan(locked, None, saved, set()) == (
+        {"shadow": b"!$6$s$h\n", "authorized_keys": None}, [])
+    # Nothing changed, nothing written; no keys and none saved, nothing to remove.
+    assert tp.root_save_plan("root:$6$s$h:1::::::\n", saved["authorized_keys"], saved, set()) == ({}, [])
+    assert tp.root_save_plan("root:$6$s$h:1::::::\n", None, {"shadow": b"$6$s$h\n"}, set()) == ({}, [])
+    # No root entry (a damaged /etc/shadow): the saved hash stays.
+    assert tp.root_save_plan("", b"k\n", saved, set()) == ({"authorized_keys": b"k\n"}, [])
+
+
+def test_a_copy_this_boot_did_not_restore_is_not_overwritten():
+    saved = {"shadow": b"$6$s$h\n", "authorized_keys": b"ssh-ed25519 AAAA\n"}
+    changes, kept = tp.root_save_plan("root:*:1::::::\n", None, saved, {tp.ROOT_PASSWORD, tp.ROOT_KEYS})
+    assert changes == {}
+    assert kept == [f"not saving {n}: this boot did not restore the saved copy (`triton-pool status`)"
+                    for n in ("shadow", "authorized_keys")]
+    # A damaged copy was moved aside: the operator's new password is saved.
+    assert tp.root_save_plan("root:$6$n$n:1::::::\n", None, {}, {tp.ROOT_PASSWORD}) == ({"shadow": b"$6$n$n\n"}, [])
+
+
+def test_revoked_root_access_stays_revoked_after_a_reboot(node, monkeypatch):
+    usermod = []
+    monkeypatch.setattr(tp, "run", lambda *argv, check=True: usermod.append(argv[2]))
+    tp.SHADOW.write_text("root:$6$s$h:19000:0:99999:7:::\n")
+    tp.ROOT_AUTHORIZED_KEYS.parent.mkdir(parents=True)
+    tp.ROOT_AUTHORIZED_KEYS.write_text("ssh-ed25519 AAAA old\n")
+    assert tp.save_root(node) == 0
+    # The operator revokes: `passwd -l root`, `rm /root/.ssh/authorized_keys`.
+    tp.SHADOW.write_text("root:!$6$s$h:19000:0:99999:7:::\n")
+    tp.ROOT_AUTHORIZED_KEYS.unlink()
+    assert tp.save_root(node) == 0
+    assert (node.config_dir / "root/shadow").read_text() == "!$6$s$h\n"
+    assert not (node.config_dir / "root/authorized_keys").exists()
+    # The next boot: a fresh root (here, one with a stale key file) gets exactly that.
+    tp.ROOT_AUTHORIZED_KEYS.write_text("ssh-ed25519 AAAA old\n")
+    tp.restore_root_password(node.config_dir)
+    tp.restore_root_keys(node.config_dir)
+    assert usermod == ["!$6$s$h"]
+    assert not tp.ROOT_AUTHORIZED_KEYS.exists()
+
+
+def test_keys_added_again_are_restored(node):
+    tp.ROOT_AUTHORIZED_KEYS.parent.mkdir(parents=True)
+    tp.ROOT_AUTHORIZED_KEYS.write_text("ssh-ed25519 AAAA new\n")
+    assert tp.save_root(node) == 0
+    tp.ROOT_AUTHORIZED_KEYS.unlink()
+    tp.restore_root_keys(node.config_dir)
+    assert tp.ROOT_AUTHORIZED_KEYS.read_text() == "ssh-ed25519 AAAA new\n"
+    assert oct(tp.ROOT_AUTHORIZED_KEYS.stat().st_mode & 0o777) == "0o600"
+
+
+def test_save_root_leaves_an_unmounted_config_dataset_alone(node, capsys):
+    tp.write_state({**tp.read_state(), "unmounted": [str(node.config_dir)]})
+    assert tp.save_root(node) == 1
+    assert "is not mounted" in capsys.readouterr().out
+    assert not (node.config_dir / "root").exists()
+
+
+def test_the_path_unit_sees_a_change_and_a_removal_of_either_file():
+    # PathChanged= on a file fires when it is written, replaced or removed
+    # (IN_ATTRIB, IN_DELETE_SELF on the file; the directory once it is gone).
+    unit = (REPO / "mkosi.extra/usr/lib/systemd/system/triton-persist-root.path").read_text()
+    watched = [line.split("=", 1) for line in unit.splitlines() if line.startswith("Path")]
+    assert sorted(watched) == [["PathChanged", "/etc/shadow"], ["PathChanged", "/root/.ssh/authorized_keys"]]

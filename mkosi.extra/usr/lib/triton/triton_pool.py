@@ -31,7 +31,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from triton_network import bootif_mac, kernel_args  # noqa: E402
@@ -104,14 +104,58 @@ def hostid_from_uuid(system_uuid: str) -> int:
     return zlib.crc32(system_uuid.strip().upper().encode())
 
 
-def valid_system_uuid(text: str) -> Optional[str]:
+# UUIDs that firmware ships on every board of a kind instead of a real one:
+# AMI's default (and the same bytes in the other byte order), and a count
+# 00 01 02 ... 0f. A hostid made from one is shared by many nodes.
+PLACEHOLDER_UUIDS = frozenset({
+    "03000200-0400-0500-0006-000700080009",
+    "00020003-0004-0005-0006-000700080009",
+    "00010203-0405-0607-0809-0a0b0c0d0e0f",
+})
+
+
+def uuid_problem(text: str) -> Optional[str]:
+    """Why the firmware's system UUID cannot tell this node from others
+    (None: it can). One hex digit repeated (all zeros, all ones, 1111...)
+    is what firmware reports when it has none."""
     u = text.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", u):
-        return None
-    # Firmware that has no UUID reports all zeros or all ones.
-    if set(u.replace("-", "")) <= {"0"} or set(u.replace("-", "")) <= {"f"}:
-        return None
-    return u
+    if not u:
+        return "the firmware reports no system UUID"
+    if not re.fullmatch(UUID, u):
+        return f"the firmware's system UUID {text.strip()!r} is not a UUID"
+    if len(set(u.replace("-", ""))) == 1 or u in PLACEHOLDER_UUIDS:
+        return f"the firmware's system UUID {u} is a placeholder that many machines share"
+    return None
+
+
+def reports_no_uuid(u: str) -> bool:
+    """Firmware with no UUID at all: none, not one, all zeros or all ones."""
+    digits = set(u.replace("-", ""))
+    return not re.fullmatch(UUID, u) or digits <= {"0"} or digits <= {"f"}
+
+
+def valid_system_uuid(text: str) -> Optional[str]:
+    return None if uuid_problem(text) else text.strip().lower()
+
+
+def choose_hostid(uuid_text: str, cmdline: str) -> tuple[int, str]:
+    """The hostid and where it came from, for the console: the system UUID;
+    else the boot NIC's MAC (BOOTIF=), the next most stable identity. A
+    placeholder UUID with no BOOTIF= (booted from a DVD or USB stick) is
+    still used, as before, so such a node keeps importing its pool; the
+    console says that ZFS cannot tell it from another such node."""
+    problem = uuid_problem(uuid_text)
+    u = uuid_text.strip().lower()
+    if problem is None:
+        return hostid_from_uuid(u), f"SMBIOS system UUID {u}"
+    mac = bootif_mac(cmdline)
+    if mac:
+        return zlib.crc32(mac.upper().encode()), f"boot NIC {mac} ({problem})"
+    if not reports_no_uuid(u):
+        return hostid_from_uuid(u), (f"SMBIOS system UUID {u}, although {problem}: the boot has no BOOTIF= "
+                                     f"to use instead, so ZFS cannot tell this node's pools from theirs")
+    raise PoolError(f"{problem}, and the boot has no BOOTIF=: cannot derive a stable hostid; "
+                    f"pools are not imported")
 
 
 def hostid_file_bytes(hostid: int) -> bytes:
@@ -216,6 +260,110 @@ def parse_import_listing(text: str) -> list[dict[str, str]]:
     return pools
 
 
+VDEV_SECTIONS = ("logs", "cache", "spares", "special", "dedup")
+# Devices ZFS lists but that are not there to clear: the path may now be
+# another disk's.
+ABSENT_STATES = ("UNAVAIL", "REMOVED")
+# OpenZFS's own layout of a disk given whole: GPT partition 1 (the vdev)
+# and partition 9 (8 MiB, reserved), nothing else.
+ZFS_WHOLE_DISK_PARTS = {1: "6a898cc3-1dd2-11b2-99a6-080020736631", 9: "6a945a3b-1dd2-11b2-99a6-080020736631"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Vdev:
+    path: str
+    section: str  # "data", or the section it is listed under: logs, cache, spares, special, dedup
+    state: str
+
+
+def parse_zpool_status(text: str) -> dict[str, list[Vdev]]:
+    """`zpool status -P -L`: each pool's devices (leaf vdevs, by path), in
+    every section, a spare in use once."""
+    pools: dict[str, list[Vdev]] = {}
+    pool: Optional[str] = None
+    section = "data"
+    in_config = False
+    for raw in text.splitlines():
+        words = raw.split()
+        m = re.match(r"\s*pool:\s*(\S+)", raw)
+        if m:
+            pool, in_config = m.group(1), False
+            pools[pool] = []
+        elif re.match(r"\s*config:", raw):
+            in_config, section = True, "data"
+        elif re.match(r"\s*errors:", raw):
+            in_config = False
+        elif not (in_config and pool and words):
+            continue
+        elif len(words) == 1 and words[0] in VDEV_SECTIONS:
+            section = words[0]
+        elif words[0].startswith("/"):
+            if all(v.path != words[0] for v in pools[pool]):
+                pools[pool].append(Vdev(words[0], section, words[1] if len(words) > 1 else ""))
+    return pools
+
+
+@dataclasses.dataclass(frozen=True)
+class Partition:
+    path: str
+    number: int
+    type: str  # GPT partition type GUID, lower case ("" if unknown)
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a vdev's device sits: `disk` is the device itself for a disk,
+    the partition's disk (with all its partitions) for a partition, "" if
+    that is unknown."""
+    disk: str
+    partitions: tuple[Partition, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ResetPlan:
+    disks: tuple[str, ...]       # cleared whole (labels, partition table)
+    partitions: tuple[str, ...]  # cleared alone: the rest of their disk is not the pool's
+    skipped: tuple[str, ...]     # the pool's devices left alone, and why
+
+
+def zfs_whole_disk(where: Placement, dev: str) -> bool:
+    """The partition is partition 1 of a disk that ZFS partitioned itself
+    (given the whole disk): partitions 1 and 9 of ZFS's types, no other."""
+    types = {p.number: p.type for p in where.partitions}
+    first = [p.path for p in where.partitions if p.number == 1]
+    return types == ZFS_WHOLE_DISK_PARTS and first == [dev]
+
+
+def reset_plan(vdevs: Sequence[Vdev], placements: Mapping[str, Placement],
+               elsewhere: Mapping[str, str]) -> ResetPlan:
+    """What a factory reset clears: every device of the pool (data, log,
+    cache, special, spare), each as the pool holds it. A disk ZFS was given
+    whole is cleared whole; a partition is cleared alone, never the other
+    partitions of its disk. `elsewhere`: devices of other imported pools
+    (a shared spare), left alone."""
+    disks: list[str] = []
+    parts: list[str] = []
+    skipped: list[str] = []
+    for v in vdevs:
+        where = placements.get(v.path)
+        if v.state in ABSENT_STATES:
+            skipped.append(f"{v.path} ({v.section}) is {v.state}")
+        elif v.path in elsewhere:
+            skipped.append(f"{v.path} ({v.section}) is also in pool '{elsewhere[v.path]}'")
+        elif where is None:
+            skipped.append(f"{v.path} ({v.section}) is not a block device")
+        elif where.disk == v.path or zfs_whole_disk(where, v.path):
+            disks += [] if where.disk in disks else [where.disk]
+        elif v.path not in parts:
+            parts.append(v.path)
+    return ResetPlan(tuple(disks), tuple(parts), tuple(skipped))
+
+
+def reset_summary(plan: ResetPlan) -> str:
+    cleared = [*(f"disk {d}" for d in plan.disks), *(f"partition {p}" for p in plan.partitions)]
+    return "cleared " + ", ".join(cleared) if cleared else "found none of its devices to clear"
+
+
 def issue_text(state: dict[str, Any]) -> str:
     """What the console shows above its login prompt."""
     s = state.get("state")
@@ -223,12 +371,23 @@ def issue_text(state: dict[str, Any]) -> str:
     if s == "imported":
         health = state.get("health", "?")
         if health == "ONLINE":
-            return f"Pool {pool}: imported, {health}.\n"
-        return f"Pool {pool}: imported but {health}: see `zpool status {pool}`.\n"
+            return f"Pool {pool}: imported, {health}.\n" + restore_issue(state)
+        return f"Pool {pool}: imported but {health}: see `zpool status {pool}`.\n" + restore_issue(state)
     if s == "noimport":
         return "Pools: not imported (noimport=true); `triton-pool status`.\n"
     return (f"This node is NOT SET UP: no system pool '{pool}'. "
             f"`triton-pool status`; `triton-pool setup` creates it.\n")
+
+
+def restore_issue(state: dict[str, Any]) -> str:
+    """What the console says of a restore that did not all work."""
+    out = ""
+    if state.get("unmounted"):
+        out += f"NOT mounted: {', '.join(state['unmounted'])}: this boot keeps nothing there.\n"
+    failed = [r.get("step", "?") for r in state.get("restore", []) if not r.get("ok")]
+    if failed:
+        out += f"Restore from the pool FAILED: {', '.join(failed)}: see `triton-pool status`.\n"
+    return out
 
 
 # -- running things ----------------------------------------------------------------
@@ -315,16 +474,7 @@ def ensure_hostid() -> tuple[int, str]:
     hostid_file = Path("/etc/hostid")
     if hostid_file.exists() and len(hostid_file.read_bytes()) == 4:
         return int.from_bytes(hostid_file.read_bytes(), "little"), "/etc/hostid"
-    uuid = valid_system_uuid(_read(Path("/sys/class/dmi/id/product_uuid")))
-    if uuid:
-        hostid, source = hostid_from_uuid(uuid), f"SMBIOS system UUID {uuid}"
-    else:
-        # No usable UUID: the boot NIC's MAC is the next most stable identity.
-        mac = bootif_mac(_read(Path("/proc/cmdline")))
-        if not mac:
-            raise PoolError("the firmware reports no system UUID and the boot has no BOOTIF=: "
-                            "cannot derive a stable hostid; pools are not imported")
-        hostid, source = zlib.crc32(mac.upper().encode()), f"boot NIC {mac} (no SMBIOS UUID)"
+    hostid, source = choose_hostid(_read(Path("/sys/class/dmi/id/product_uuid")), _read(Path("/proc/cmdline")))
     hostid_file.write_bytes(hostid_file_bytes(hostid))
     return hostid, source
 
@@ -371,28 +521,48 @@ def disk_in_use(disk: Path) -> Optional[str]:
         if len(parts) == 2 and parts[1].strip():
             return f"{parts[0]} is mounted on {parts[1].strip()}"
     devs = {str(disk), *map(str, partitions(disk))}
-    status = run("zpool", "status", "-P", "-L", check=False).stdout
-    pool = None
-    for line in status.splitlines():
-        m = re.match(r"\s*pool:\s*(\S+)", line)
-        if m:
-            pool = m.group(1)
-        elif line.split() and line.split()[0] in devs:
+    for pool, vdevs in imported_vdevs().items():
+        if any(v.path in devs for v in vdevs):
             return f"{disk} is in imported pool '{pool}'"
     return None
+
+
+def imported_vdevs() -> dict[str, list[Vdev]]:
+    return parse_zpool_status(run("zpool", "status", "-P", "-L", check=False).stdout)
+
+
+def clear_device(dev: Path) -> None:
+    """A device's ZFS labels and signatures; nothing else on its disk."""
+    if blkid(dev).get("TYPE") == "zfs_member":
+        run("zpool", "labelclear", "-f", str(dev))
+    run("wipefs", "-a", "-q", str(dev))
 
 
 def wipe(disk: Path) -> None:
     """ZFS labels, partition table and signatures: the disk is blank after."""
     for dev in [*partitions(disk), disk]:
-        if blkid(dev).get("TYPE") == "zfs_member":
-            run("zpool", "labelclear", "-f", str(dev))
-        run("wipefs", "-a", "-q", str(dev))
+        clear_device(dev)
 
 
-def whole_disk(dev: str) -> Path:
+def placement(dev: str) -> Optional[Placement]:
+    """Where a vdev's device sits: a disk itself, or a partition with all
+    the partitions of its disk (blkid reads their numbers and GPT types
+    from the partition table). None: not a block device."""
+    if not Path(dev).is_block_device():
+        return None
+    if run("lsblk", "-dn", "-o", "TYPE", dev, check=False).stdout.strip() != "part":
+        return Placement(dev)
     parent = run("lsblk", "-dn", "-o", "PKNAME", dev, check=False).stdout.strip()
-    return Path(f"/dev/{parent}") if parent else Path(dev)
+    if not parent:
+        return Placement("")
+    disk = Path(f"/dev/{parent}")
+    return Placement(str(disk), tuple(partition_entry(p) for p in partitions(disk)))
+
+
+def partition_entry(part: Path) -> Partition:
+    probe = blkid(part)
+    number = probe.get("PART_ENTRY_NUMBER", "")
+    return Partition(str(part), int(number) if number.isdigit() else 0, probe.get("PART_ENTRY_TYPE", "").lower())
 
 
 # -- setup ---------------------------------------------------------------------------
@@ -569,20 +739,10 @@ def boot(settings: Settings) -> int:
         return 0
     if pool and factory_reset_requested(settings, pool):
         note(f"factory reset requested ({FACTORY_RESET}=yes on {settings.full('var')}): destroying pool '{pool}'")
-        devices = sorted({str(whole_disk(d)) for d in pool_devices(pool)})
-        r = run("zpool", "destroy", "-f", pool, check=False)
-        if r.returncode != 0:
-            note(f"FAILED: factory reset: could not destroy '{pool}': {r.stderr.strip()}; not mounting it")
+        if not destroy_and_clear(pool, note):
             state["state"] = "error"
             write_state(state)
             return 0
-        # Its disks are blank again, so the answers file can set the node up anew.
-        for dev in devices:
-            try:
-                wipe(Path(dev))
-            except PoolError as e:
-                note(f"factory reset: could not clear {dev}: {e}")
-        note(f"factory reset: pool '{pool}' destroyed, its disks ({' '.join(devices)}) cleared")
         pool = None
     if not pool:
         try:
@@ -612,9 +772,32 @@ def boot(settings: Settings) -> int:
     return 0
 
 
-def pool_devices(pool: str) -> list[str]:
-    out = run("zpool", "status", "-P", "-L", pool, check=False).stdout
-    return [w[0] for w in (line.split() for line in out.splitlines()) if w and w[0].startswith("/dev/")]
+def destroy_and_clear(pool: str, note: Callable[[str], None]) -> bool:
+    """Factory reset: destroy the pool and clear the devices it held, and
+    only those, so the answers file can set the node up anew."""
+    pools = imported_vdevs()
+    ours = pools.get(pool, [])
+    elsewhere = {v.path: name for name, vdevs in pools.items() if name != pool for v in vdevs}
+    found = {v.path: placement(v.path) for v in ours}
+    plan = reset_plan(ours, {k: v for k, v in found.items() if v is not None}, elsewhere)
+    r = run("zpool", "destroy", "-f", pool, check=False)
+    if r.returncode != 0:
+        note(f"FAILED: factory reset: could not destroy '{pool}': {r.stderr.strip()}; not mounting it")
+        return False
+    for why in plan.skipped:
+        note(f"factory reset: not clearing {why}")
+    clears = [(d, wipe) for d in plan.disks] + [(p, clear_device) for p in plan.partitions]
+    failed = set()
+    for dev, clear in clears:
+        try:
+            clear(Path(dev))
+        except PoolError as e:
+            note(f"factory reset: could not clear {dev}: {e}")
+            failed.add(dev)
+    done = dataclasses.replace(plan, disks=tuple(d for d in plan.disks if d not in failed),
+                               partitions=tuple(p for p in plan.partitions if p not in failed))
+    note(f"factory reset: pool '{pool}' destroyed; {reset_summary(done)}")
+    return True
 
 
 def factory_reset_requested(settings: Settings, pool: str) -> bool:
@@ -635,28 +818,115 @@ def ensure_datasets(settings: Settings, note: Any) -> None:
 
 # -- restore (in the initrd, after the datasets are mounted) --------------------------------
 
+# The steps of `restore`, as the console and `triton-pool status` name them.
+MACHINE_ID = "machine-id"
+SSH_HOST_KEYS = "ssh host keys"
+ROOT_PASSWORD = "root password"
+ROOT_KEYS = "root ssh keys"
+KEEP_BOOT_FILES = "boot files"
+INSTANCES = "instance datasets"
+
+ETC_MACHINE_ID = Path("/etc/machine-id")
+ETC_SSH = Path("/etc/ssh")
+SHADOW = Path("/etc/shadow")
+ROOT_AUTHORIZED_KEYS = Path("/root/.ssh/authorized_keys")
+BOOT_FILE_NAMES = ("node.config", "triton-networking.json")
+SSH_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
+
+Step = tuple[str, Callable[[], Optional[str]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    step: str
+    error: Optional[str] = None  # why it failed, one line
+    note: Optional[str] = None   # what it did that is worth saying
+
+
+def describe(e: Exception) -> str:
+    """An exception as one line naming the file and the error."""
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    elif isinstance(e, PoolError):
+        text = str(e)
+    else:
+        text = f"{type(e).__name__}: {e}"
+    return " ".join(text.split())
+
+
+def run_steps(steps: Sequence[Step]) -> list[StepResult]:
+    """Run every step whatever the others did: one that fails (a full pool,
+    a damaged saved file, a missing tool) is recorded, never raised."""
+    results = []
+    for name, step in steps:
+        try:
+            results.append(StepResult(name, note=step()))
+        except Exception as e:  # each step stands alone
+            results.append(StepResult(name, error=describe(e)))
+    return results
+
+
+def failure_line(r: StepResult) -> str:
+    return f"restore: {r.step} FAILED: {r.error}"
+
+
+def restore_report(results: Sequence[StepResult], cfg: Path) -> list[str]:
+    """The console's lines: each failure on one line, then what was done."""
+    out = [failure_line(r) for r in results if r.error]
+    done = [r.step for r in results if not r.error and r.step != INSTANCES]
+    if done:
+        out.append(f"restored {', '.join(done)} from {cfg}")
+    return out + [r.note for r in results if r.note]
+
+
+def record_restore(state: dict[str, Any], results: Sequence[StepResult],
+                   unmounted: Sequence[str]) -> dict[str, Any]:
+    """The boot's state with what restore did, for `triton-pool status`
+    and for save-root (which keeps a saved copy that was not restored)."""
+    out = dict(state)
+    out["restore"] = [{"step": r.step, "ok": not r.error, **({"error": r.error} if r.error else {})}
+                      for r in results]
+    messages = [*state.get("messages", []), *(failure_line(r) for r in results if r.error)]
+    if unmounted:
+        out["unmounted"] = list(unmounted)
+        messages.append(f"not mounted: {', '.join(unmounted)}")
+    out["messages"] = messages
+    return out
+
+
+def restore_failures(state: dict[str, Any]) -> set[str]:
+    return {r.get("step", "?") for r in state.get("restore", []) if not r.get("ok")}
+
+
 def restore(settings: Settings) -> int:
+    """Each step runs whatever the others did, and the instances always
+    mount; a failure is a line on the console, in `triton-pool status`,
+    and the exit status."""
     if not MOUNT_FLAG.exists():
         return 0
-    state = read_state()
-    missing = [d["mountpoint"] for d in settings.datasets if not is_mountpoint(Path(d["mountpoint"]))]
-    if missing:
-        say(f"FAILED: datasets not mounted on {', '.join(missing)}: this boot keeps nothing there")
-        state.setdefault("messages", []).append(f"not mounted: {', '.join(missing)}")
-        state["unmounted"] = missing
-        write_state(state)
-        if str(settings.config_dir) in missing:
-            return 0
     cfg = settings.config_dir
-    restore_machine_id(cfg)
-    restore_ssh_host_keys(cfg)
-    restore_root(cfg)
-    keep_boot_files(cfg)
-    say(f"restored machine-id, ssh host keys and root's credentials from {cfg}")
-    mounted = mount_instances(settings)
-    if mounted:
-        say(f"mounted {mounted} instance dataset(s)")
-    return 0
+    unmounted = [d["mountpoint"] for d in settings.datasets if not is_mountpoint(Path(d["mountpoint"]))]
+    if unmounted:
+        say(f"FAILED: datasets not mounted on {', '.join(unmounted)}: this boot keeps nothing there")
+    identity = run_steps(identity_steps(cfg)) if str(cfg) not in unmounted else []
+    for line in restore_report(identity, cfg):
+        say(line)
+    instances = run_steps([(INSTANCES, lambda: mount_instances(settings))])
+    for line in restore_report(instances, cfg):
+        say(line)
+    results = identity + instances
+    write_state(record_restore(read_state(), results, unmounted))
+    return 1 if unmounted or any(r.error for r in results) else 0
+
+
+def identity_steps(cfg: Path) -> list[Step]:
+    return [
+        (MACHINE_ID, lambda: restore_machine_id(cfg)),
+        (SSH_HOST_KEYS, lambda: restore_ssh_host_keys(cfg)),
+        (ROOT_PASSWORD, lambda: restore_root_password(cfg)),
+        (ROOT_KEYS, lambda: restore_root_keys(cfg)),
+        (KEEP_BOOT_FILES, lambda: keep_boot_files(cfg)),
+    ]
 
 
 def instance_datasets(listing: str, settings: Settings) -> list[str]:
@@ -674,87 +944,255 @@ def instance_datasets(listing: str, settings: Settings) -> list[str]:
     return out
 
 
-def mount_instances(settings: Settings) -> int:
+def mount_instances(settings: Settings) -> Optional[str]:
     """Mount the instances' datasets, so the root's systemd finds their
-    config (triton-instance-generator) from its first moment."""
+    config (triton-instance-generator) from its first moment. One that
+    does not mount leaves the others mounted."""
     r = run("zfs", "list", "-H", "-o", "name,canmount", "-d", "1", settings.name, check=False)
-    count = 0
-    for name in instance_datasets(r.stdout, settings):
+    if r.returncode != 0:
+        raise PoolError(f"cannot list the datasets of {settings.name}: {r.stderr.strip()}")
+    names = instance_datasets(r.stdout, settings)
+    failed = []
+    for name in names:
         m = run("zfs", "mount", name, check=False)
         if m.returncode != 0 and "already mounted" not in m.stderr:
-            say(f"instance dataset {name} did not mount: {m.stderr.strip()}")
-            continue
-        count += 1
-    return count
+            failed.append(f"{name}: {m.stderr.strip()}")
+    if failed:
+        raise PoolError(f"{len(failed)} of {len(names)} did not mount: {'; '.join(failed)}")
+    return f"mounted {len(names)} instance dataset(s)" if names else None
+
+
+def read_bytes_if(path: Path) -> Optional[bytes]:
+    """A file's bytes; None when there is none."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def read_saved(path: Path) -> Optional[str]:
+    """A file kept on the pool (None: none). Bytes that are not UTF-8 read
+    as U+FFFD, so a damaged file reads as damaged, not as an exception."""
+    data = read_bytes_if(path)
+    return None if data is None else data.decode(errors="replace")
+
+
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """All or nothing: a full pool or a crash leaves the previous copy whole."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from e  # named as the file, not its temporary
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def saved_machine_id(text: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+    """The saved machine-id, or None and what was wrong with the saved file
+    (None, None: nothing saved yet, the node's first boot on this pool)."""
+    if text is None:
+        return None, None
+    value = text.strip()
+    if re.fullmatch(r"[0-9a-f]{32}", value):
+        return value, None
+    return None, f"damaged ({value[:40]!r} is not a machine-id)"
 
 
 def restore_machine_id(cfg: Path) -> None:
     saved = cfg / "machine-id"
-    value = _read(saved).strip()
-    if not re.fullmatch(r"[0-9a-f]{32}", value):
-        value = os.urandom(16).hex()
-        saved.write_text(value + "\n")
-    Path("/etc/machine-id").write_text(value + "\n")
+    value, damage = saved_machine_id(read_saved(saved))
+    new = value is None
+    value = value or os.urandom(16).hex()
+    ETC_MACHINE_ID.write_text(value + "\n")
+    if new:
+        write_atomic(saved, (value + "\n").encode(), 0o644)
+    if damage:
+        raise PoolError(f"{saved} was {damage}: this node has a new machine-id, {value}")
 
 
-SSH_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
+def ssh_key_plan(saved: Collection[str]) -> dict[str, str]:
+    """For each host key type, from the file names saved on the pool:
+    "copy" both halves; "derive-public" when the .pub is lost (ssh-keygen -y
+    makes it again, so the node keeps its key); "generate" a key when there
+    is no private one (the first boot on this pool)."""
+    plan = {}
+    for t in SSH_KEY_TYPES:
+        key = f"ssh_host_{t}_key"
+        plan[t] = "generate" if key not in saved else "derive-public" if f"{key}.pub" not in saved else "copy"
+    return plan
 
 
-def restore_ssh_host_keys(cfg: Path) -> None:
+def restore_ssh_host_keys(cfg: Path) -> Optional[str]:
+    """Each key type on its own: one that cannot be restored leaves sshd the others."""
     keys = cfg / "ssh"
     keys.mkdir(mode=0o700, exist_ok=True)
-    for t in SSH_KEY_TYPES:
-        key = keys / f"ssh_host_{t}_key"
-        if not key.exists():
-            run("ssh-keygen", "-q", "-t", t, "-N", "", "-C", f"root@{os.uname().nodename}", "-f", str(key))
-    etc = Path("/etc/ssh")
-    for t in SSH_KEY_TYPES:
-        for suffix, mode in (("", 0o600), (".pub", 0o644)):
-            src = keys / f"ssh_host_{t}_key{suffix}"
-            dst = etc / src.name
-            shutil.copyfile(src, dst)
-            dst.chmod(mode)
+    plan = ssh_key_plan({p.name for p in keys.iterdir()})
+    errors = []
+    for t, action in plan.items():
+        try:
+            install_host_key(keys, t, action)
+        except (OSError, PoolError) as e:
+            errors.append(f"{t}: {describe(e)}")
+    if errors:
+        raise PoolError("; ".join(errors))
+    derived = [t for t, action in plan.items() if action == "derive-public"]
+    return f"ssh host keys: made the lost .pub of {', '.join(derived)} again from the private key" if derived else None
 
 
-def restore_root(cfg: Path) -> None:
-    root = cfg / "root"
-    root.mkdir(mode=0o700, exist_ok=True)
-    shadow = _read(root / "shadow").strip()
-    if shadow:
-        run("usermod", "--password", shadow, "root")
-    keys = root / "authorized_keys"
-    if keys.is_file():
-        ssh = Path("/root/.ssh")
-        ssh.mkdir(mode=0o700, exist_ok=True)
-        shutil.copyfile(keys, ssh / "authorized_keys")
-        (ssh / "authorized_keys").chmod(0o600)
+def install_host_key(keys: Path, key_type: str, action: str) -> None:
+    key = keys / f"ssh_host_{key_type}_key"
+    pub = keys / f"{key.name}.pub"
+    if action == "generate":
+        pub.unlink(missing_ok=True)
+        run("ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", f"root@{os.uname().nodename}", "-f", str(key))
+    elif action == "derive-public":
+        try:
+            public = run("ssh-keygen", "-y", "-P", "", "-f", str(key)).stdout
+        except PoolError as e:
+            raise PoolError(f"{e}; if {key} is damaged, remove it: the next boot makes a new key") from None
+        write_atomic(pub, public.encode(), 0o644)
+    for src, mode in ((key, 0o600), (pub, 0o644)):
+        write_atomic(ETC_SSH / src.name, src.read_bytes(), mode)
+
+
+def saved_root_hash(text: Optional[str]) -> Optional[str]:
+    """root's password field as save-root kept it, exactly: a hash, a locked
+    one ("!..."), "*", or empty. None: nothing saved. ValueError: damaged."""
+    if text is None:
+        return None
+    if not text.endswith("\n") or "\n" in text[:-1]:
+        raise ValueError("it is not one line ending in a newline (cut short?)")
+    if not re.fullmatch(r"[\x21-\x39\x3b-\x7e]*", text[:-1]):
+        raise ValueError("it holds characters no password field has")
+    return text[:-1]
+
+
+def restore_root_password(cfg: Path) -> None:
+    saved = cfg / "root" / "shadow"
+    try:
+        value = saved_root_hash(read_saved(saved))
+    except ValueError as e:
+        aside = saved.with_name("shadow.damaged")
+        saved.replace(aside)
+        raise PoolError(f"{saved}: {e}; moved to {aside.name}, root's password is not restored: "
+                        f"set it with passwd") from None
+    if value is not None:
+        run("usermod", "--password", value, "root")
+
+
+def restore_root_keys(cfg: Path) -> None:
+    """Exactly as saved: root's authorized_keys, or none at all when it
+    was removed (save-root then removed the saved copy)."""
+    data = read_bytes_if(cfg / "root" / "authorized_keys")
+    if data is None:
+        ROOT_AUTHORIZED_KEYS.unlink(missing_ok=True)
+        return
+    ROOT_AUTHORIZED_KEYS.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(ROOT_AUTHORIZED_KEYS, data, 0o600)
 
 
 def keep_boot_files(cfg: Path) -> None:
-    """The node's own config files as booter last delivered them."""
+    """The node's own config files as booter last delivered them. One that
+    cannot be written (a full pool) leaves the copy an earlier boot kept."""
     dest = cfg / "boot"
-    for name in ("node.config", "triton-networking.json"):
+    errors = []
+    for name in BOOT_FILE_NAMES:
         src = BOOT_FILES / name
-        if src.is_file():
+        if not src.is_file():
+            continue
+        try:
             dest.mkdir(mode=0o700, exist_ok=True)
-            shutil.copy2(src, dest / name)
+            write_atomic(dest / name, src.read_bytes(), 0o600)
+        except OSError as e:
+            errors.append(describe(e))
+    if errors:
+        raise PoolError("; ".join(errors) + "; the copy an earlier boot kept is unchanged")
+
+
+# -- save-root (on the running node, triton-persist-root.path) -------------------------------
+
+ROOT_SAVED = {"shadow": ROOT_PASSWORD, "authorized_keys": ROOT_KEYS}  # saved file: its restore step
+
+
+def root_entry_hash(shadow: str) -> Optional[str]:
+    """root's password field in /etc/shadow as it is: a hash, "!..." when
+    locked, "*", or empty. None: no root entry."""
+    for line in shadow.splitlines():
+        fields = line.split(":")
+        if fields[0] == "root" and len(fields) > 1:
+            return fields[1]
+    return None
+
+
+def root_save_plan(shadow: str, keys: Optional[bytes], saved: Mapping[str, bytes],
+                   not_restored: Collection[str]) -> tuple[dict[str, Optional[bytes]], list[str]]:
+    """What save-root changes in <config>/root: {file: new content, or None
+    to remove it}, and what it leaves alone and why. Saved as they are: a
+    locked or emptied password, a removed authorized_keys (the saved copy
+    goes, so the next boot has none). A saved copy this boot did not restore
+    is kept: what is live then is not what the operator had."""
+    password = root_entry_hash(shadow)
+    live = {"shadow": None if password is None else f"{password}\n".encode(), "authorized_keys": keys}
+    changes: dict[str, Optional[bytes]] = {}
+    kept = []
+    for name, data in live.items():
+        if ROOT_SAVED[name] in not_restored and name in saved:
+            kept.append(f"not saving {name}: this boot did not restore the saved copy (`triton-pool status`)")
+        elif data is None and (name == "shadow" or name not in saved):
+            continue
+        elif data != saved.get(name):
+            changes[name] = data
+    return changes, kept
+
+
+def saved_root_files(root: Path) -> dict[str, bytes]:
+    found = {name: read_bytes_if(root / name) for name in ROOT_SAVED}
+    return {name: data for name, data in found.items() if data is not None}
+
+
+def apply_root_save(root: Path, changes: Mapping[str, Optional[bytes]]) -> None:
+    for name, data in changes.items():
+        if data is None:
+            (root / name).unlink(missing_ok=True)
+            say(f"removed {root / name}: root has no {name} now")
+        else:
+            write_atomic(root / name, data, 0o600)
+            say(f"saved root's {name} to {root / name}")
 
 
 def save_root(settings: Settings) -> int:
-    """Keep root's password hash and ssh keys on the pool (triton-persist-root.path)."""
-    if read_state().get("state") != "imported":
+    """Keep root's password field and authorized_keys on the pool as they
+    are, removals and locks included (triton-persist-root.path)."""
+    state = read_state()
+    if state.get("state") != "imported":
         return 0
+    if str(settings.config_dir) in state.get("unmounted", []):
+        say(f"not saving root's credentials: {settings.config_dir} is not mounted")
+        return 1
     root = settings.config_dir / "root"
-    root.mkdir(mode=0o700, exist_ok=True)
-    for line in _read(Path("/etc/shadow")).splitlines():
-        fields = line.split(":")
-        if fields[0] == "root" and fields[1] and fields[1][0] not in "!*":
-            (root / "shadow").write_text(fields[1] + "\n")
-            (root / "shadow").chmod(0o600)
-    keys = Path("/root/.ssh/authorized_keys")
-    if keys.is_file():
-        shutil.copyfile(keys, root / "authorized_keys")
-        (root / "authorized_keys").chmod(0o600)
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        # Again while they change: the .path unit does not see a change
+        # made while this runs.
+        for attempt in range(3):
+            changes, kept = root_save_plan(_read(SHADOW), read_bytes_if(ROOT_AUTHORIZED_KEYS),
+                                           saved_root_files(root), restore_failures(state))
+            for line in kept if attempt == 0 else []:
+                say(line)
+            if not changes:
+                break
+            apply_root_save(root, changes)
+    except OSError as e:
+        say(f"FAILED: saving root's credentials: {describe(e)}")
+        return 1
     return 0
 
 

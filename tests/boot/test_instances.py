@@ -83,7 +83,7 @@ def hostile_images(base: Path, out: Path) -> dict[str, Path]:
             for i, data in members:
                 i.size = len(data) if isinstance(data, bytes) else 0
                 t.addfile(i, io.BytesIO(data) if isinstance(data, bytes) else None)
-        subprocess.run(["zstd", "-q", "-f", "--rm", "-19", str(tar)], check=True)
+        subprocess.run(["zstd", "-q", "-f", "--rm", "-3", str(tar)], check=True)
         return image_pack.write_manifest(out / f"{name}.tar.zst", name=name, version="1", image_uuid=uuid)
 
     out.mkdir(parents=True, exist_ok=True)

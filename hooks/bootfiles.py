@@ -30,6 +30,8 @@ def rootfs_env(stamp: str, sha256: str, size: int, settings: PlatformConfig) -> 
         f"TRITON_ROOTFS_SIZE={size}\n"
         f"TRITON_RESERVE_MIB={settings.boot.reserve_mib}\n"
         f"TRITON_FETCH_TIMEOUT={settings.boot.fetch_timeout}\n"
+        f"TRITON_FETCH_FAILURE={settings.boot.fetch_failure}\n"
+        f"TRITON_FETCH_FAILURE_DELAY={settings.boot.fetch_failure_delay}\n"
         # Live media (hooks/media.py): the volume that holds this build, the
         # label of a config filesystem, and whether to copy the root to RAM.
         f"TRITON_MEDIA_LABEL={settings.media.volume_label(stamp)}\n"

@@ -34,6 +34,8 @@ class BootSettings:
     args: tuple[str, ...]
     fetch_timeout: int
     reserve_mib: int
+    fetch_failure: str
+    fetch_failure_delay: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +178,8 @@ def parse(data: Any) -> PlatformConfig:
             args=tuple(_get(data, "boot.args", list)),
             fetch_timeout=_get(data, "boot.fetch_timeout", int),
             reserve_mib=_get(data, "boot.reserve_mib", int),
+            fetch_failure=_choice(data, "boot.fetch_failure", FETCH_FAILURE),
+            fetch_failure_delay=_get(data, "boot.fetch_failure_delay", int),
         ),
         pool=_pool(data),
         instances=_instances(data),
@@ -199,6 +203,16 @@ def _media(data: dict[str, Any]) -> MediaSettings:
         raise ConfigError(f"platform.yaml: 'media.config_label' {media.config_label!r} must be a FAT label "
                           "(1-11 of A-Z, 0-9, _)")
     return media
+
+
+FETCH_FAILURE = ("reboot", "halt", "shell")
+
+
+def _choice(data: dict[str, Any], name: str, choices: tuple[str, ...]) -> str:
+    value = _get(data, name, str)
+    if value not in choices:
+        raise ConfigError(f"platform.yaml: '{name}' is {value!r}; one of {', '.join(choices)}")
+    return value
 
 
 INSTANCE_DEFAULTS = {"max_physical_memory": int, "cpu_shares": int, "cpu_cap": int,

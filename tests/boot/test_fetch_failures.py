@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import socket
 import threading
 
 from tests.boot.conftest import NODE_CONFIG, PASSWORD, platform_url
 from tests.lib.cpio_initrd import initrd_with_files
 from tests.lib.http import HttpServer
-from tests.lib.node import Node
+from tests.lib.node import Node, qemu_base
 
 CONSOLE = "console=ttyS1,115200n8"
 
 
-def boot(platform, url, logs, name, args=(), memory_mib=2048, initrd=None) -> Node:
+def boot(platform, url, logs, name, args=(), memory_mib=2048, initrd=None, reboot=False) -> Node:
     return Node.direct(platform.kernel, initrd or platform.initrd, [CONSOLE, f"fetch={url}", *args],
-                       logs / f"{name}.log", memory_mib=memory_mib)
+                       logs / f"{name}.log", memory_mib=memory_mib, reboot=reboot)
 
 
 def test_damaged_root_is_refused_naming_url_and_hashes(platform, http, logs, tmp_path):
@@ -80,3 +81,58 @@ def test_too_little_ram_is_refused_before_downloading(platform, http, logs):
         line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: this node has[^\r\n]*", 240, fatal=False)
         assert "MiB of RAM" in line and "needs at least" in line and platform.stamp in line
     assert not [entry for entry in http.log[before:] if "filesystem.squashfs" in entry and "/out/" in entry]
+
+
+def test_a_failed_fetch_reboots_so_pxe_starts_over(platform, http, logs):
+    """The default: print why, wait, reboot; the node comes back by itself
+    (QEMU here lets it reboot and the same kernel boots again)."""
+    url = http.guest_url("/not-yet/filesystem.squashfs")
+    with boot(platform, url, logs, "fetch-reboots", ["triton.fetch_timeout=5", "triton.fetch_failure_delay=2"],
+              reboot=True) as node:
+        node.wait_for_console(r"triton-fetch-rootfs: FAILED: giving up", 240, fatal=False)
+        node.wait_for_console(r"triton-fetch-rootfs: reboot in 2s", 60, fatal=False)
+        node.expect(r"Linux version \d", 240, fatal=False)
+        # The second boot tries again.
+        node.wait_for_console(r"triton-fetch-rootfs: platform [^\r\n]*: fetching", 240, fatal=False)
+
+
+def test_halt_and_shell_keep_the_node_where_it_failed(platform, http, logs):
+    url = http.guest_url("/not-yet/filesystem.squashfs")
+    with boot(platform, url, logs, "fetch-halts", ["triton.fetch_timeout=3", "triton.fetch_failure=halt",
+                                                   "triton.fetch_failure_delay=0"]) as node:
+        node.wait_for_console(r"triton-fetch-rootfs: FAILED: giving up", 240, fatal=False)
+        node.expect(r"reboot: System halted", 120, fatal=False)
+    with boot(platform, url, logs, "fetch-shell", ["triton.fetch_timeout=3", "triton.fetch_failure=shell"]) as node:
+        node.wait_for_console(r"triton-fetch-rootfs: FAILED: giving up", 240, fatal=False)
+        node.expect(r"emergency mode", 120, fatal=False)
+
+
+def test_no_dhcp_answer_fails_within_the_bound(platform, logs):
+    """No address at all (a NIC on a network without DHCP): the same bound
+    as the download, and a FAILED line naming the boot NIC."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # A NIC whose frames go to a UDP port nobody reads: a link, no DHCP.
+    no_net = ["-netdev", f"socket,id=n0,udp=127.0.0.1:9,localaddr=127.0.0.1:{port}",
+              "-device", f"virtio-net-pci,netdev=n0,mac={Node.MAC}"]
+    argv_extra = ["triton.fetch_timeout=15", f"BOOTIF=01-{Node.MAC.replace(':', '-')}"]
+    node = Node([*qemu_base(2048), *no_net, "-kernel", str(platform.kernel), "-initrd", str(platform.initrd),
+                 "-append", " ".join([CONSOLE, "fetch=http://10.0.2.2:1/x/filesystem.squashfs", *argv_extra])],
+                logs / "no-dhcp.log")
+    with node:
+        line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: no network[^\r\n]*", 300, fatal=False)
+        assert Node.MAC in line and "no DHCP answer" in line
+
+
+def test_a_truncated_transfer_or_an_error_page_is_retried(platform, http, logs):
+    """Status 200 with the wrong body (a proxy's error page) is retried, and
+    the real root, once served, boots."""
+    url_path = "/flaky/filesystem.squashfs"
+    http.routes[url_path] = b"<html>proxy error</html>"
+    url = http.guest_url(url_path)
+    with boot(platform, url, logs, "error-page") as node:
+        line = node.wait_for_console(r"attempt 1 failed[^\r\n]*", 240)
+        assert "not the root's" in line and "an error page" in line
+        http.routes[url_path] = platform.rootfs
+        node.wait_for_console(r"root verified", 240)

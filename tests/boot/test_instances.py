@@ -25,7 +25,7 @@ import pytest
 from hooks.bootfiles import Module
 from tests.boot.conftest import PASSWORD, pxe_script
 from tests.conftest import REPO
-from tests.lib import container_image
+from tests.lib import container_image, frames
 from tests.lib.node import SCALE, Node
 
 NODE = "7c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
@@ -38,6 +38,7 @@ BOMB_IMAGE = "e2000000-0000-4000-8000-0000000000e2"
 DEVICE_IMAGE = "e3000000-0000-4000-8000-0000000000e3"
 ROOT_PW = "instance-root-pw"
 BOOT_TIMEOUT = 480
+CAPTURES = REPO / "out/test-logs/instances-wire"
 # Figures for the issue's note, printed at the end of the module.
 figures: dict[str, str] = {}
 
@@ -133,7 +134,13 @@ def boot_node(name: str, platform, http, logs, tmp_path_factory, disk: Path) -> 
     tftp = tmp_path_factory.mktemp(f"tftp-{name}")
     answers = Module(http.guest_url("/inject/instances-answers.json"), "/etc/triton/answers.json")
     (tftp / "boot.ipxe").write_text(pxe_script(http, platform, [], [answers]))
-    node = Node.pxe(tftp, "boot.ipxe", logs / f"instances-{name}.log", extra=Node.hardware(NODE, [disk]))
+    # The wire: every frame the node's NIC sends or receives (first 256 bytes).
+    wire = CAPTURES / f"{name}.pcap"
+    wire.parent.mkdir(parents=True, exist_ok=True)
+    capture = ["-object", f"filter-dump,id=wire,netdev=n0,file={wire},maxlen=256"]
+    node = Node.pxe(tftp, "boot.ipxe", logs / f"instances-{name}.log",
+                    extra=[*Node.hardware(NODE, [disk]), *capture])
+    node.wire = wire  # type: ignore[attr-defined]
     node.wait_for_login(BOOT_TIMEOUT)
     node.login(PASSWORD)
     node.execute("systemctl is-system-running --wait", timeout=300)
@@ -284,6 +291,27 @@ def test_host_and_instances_reach_each_other(node, image):
     in_instance(n, WEB, "ping -c 2 -W 5 10.0.2.101")
     in_instance(n, DB, "ping -c 2 -W 5 10.0.2.100")
     n.succeed("ping -c 2 -W 5 10.0.2.101")
+
+
+def test_an_instance_cannot_spoof_or_serve_on_its_tags_network(node):
+    """From inside web0: one frame of its own, then frames with another
+    MAC, another IP, a DHCP offer, an ARP reply for the gateway, a router
+    advertisement and a VLAN tag. On the node's NIC (QEMU's capture) only
+    the first appears."""
+    n = node.node
+    mac = json.loads(n.succeed(f"vmadm get {WEB}"))["nics"][0]["mac"]
+    script = base64.b64encode((REPO / "tests/lib/frames.py").read_bytes()).decode()
+    n.succeed(f"echo {script} | base64 -d > /zones/{WEB}/root/root/frames.py")
+    token = os.urandom(6).hex()
+    assert in_instance(n, WEB, f"python3 /root/frames.py host0 {mac} 10.0.2.100 10.0.2.2 {token}") == \
+        f"sent {len(frames.KINDS)}"
+    n.succeed("sleep 2")
+    wire = b"\n".join(frames.captured(n.wire.read_bytes()))
+    seen = [kind for kind in frames.KINDS if f"{kind}-{token}".encode() in wire]
+    assert seen == ["LEGIT"], seen
+    # The filter goes with the instance: none is left once it stops.
+    table = f"triton_{WEB.replace('-', '')[:12]}"
+    assert n.succeed(f"nft list table bridge {table} | grep -c drop") != "0"
 
 
 def test_machinectl_login_with_the_instances_root_password(node):

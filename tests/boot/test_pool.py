@@ -49,7 +49,10 @@ def disks(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     with parted.open("wb") as f:
         f.truncate(256 * 2**20)
     subprocess.run(["sfdisk", "-q", str(parted)], input="label: dos\n,128M,L\n,,L\n", text=True, check=True)
-    return SimpleNamespace(pool0=pool0, pool1=pool1, parted=parted)
+    # A stick that carries someone else's exported pool (made on the first boot).
+    foreign = d / "foreign.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(foreign), "256M"], check=True)
+    return SimpleNamespace(pool0=pool0, pool1=pool1, parted=parted, foreign=foreign)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,7 @@ def boot_log(node: Node) -> str:
 
 
 def test_first_boot_sets_up_zones_from_the_answers_file(boot, disks):
-    with boot("first", NODE, [disks.pool0, disks.pool1, disks.parted], answers=True) as node:
+    with boot("first", NODE, [disks.pool0, disks.pool1, disks.parted, disks.foreign], answers=True) as node:
         node.wait_for_console(rf"triton-pool: hostid {hostid(NODE)} from the SMBIOS system UUID", BOOT_TIMEOUT)
         node.wait_for_console(r"triton-pool: created pool 'zones' \(mirror of /dev/vda /dev/vdb\)", 300)
         node.wait_for_console(r"triton-pool: pool 'zones' imported, ONLINE", 120)
@@ -107,20 +110,41 @@ def test_first_boot_sets_up_zones_from_the_answers_file(boot, disks):
         out = node.succeed(f"triton-pool setup --answers /run/triton/boot/answers.json")
         assert "already set up" in out
         assert node.succeed("zpool get -H -o value guid zones") == first["guid"]
+        # For the next boot: a foreign pool whose datasets would cover the
+        # node's paths; root's key given, then revoked; a host key's public
+        # half lost from the pool.
+        node.succeed("mkdir -p /root/.ssh && echo 'ssh-ed25519 AAAArevoked old' > /root/.ssh/authorized_keys")
+        node.succeed("for i in $(seq 60); do test -s /zones/config/root/authorized_keys && break; sleep 1; done; "
+                     "test -s /zones/config/root/authorized_keys")
+        node.succeed("rm /root/.ssh/authorized_keys")
+        node.succeed("for i in $(seq 60); do test -e /zones/config/root/authorized_keys || break; sleep 1; done; "
+                     "test ! -e /zones/config/root/authorized_keys")
+        first["ssh-fp"] = first["ssh"].split()[1]
+        node.succeed("rm /zones/config/ssh/ssh_host_ed25519_key.pub && sync")
+        node.succeed("zpool create -o cachefile=none -O mountpoint=/etc/cover foreign "
+                     "/dev/disk/by-id/virtio-foreign && zfs create -o mountpoint=/root/.ssh foreign/keys "
+                     "&& touch /etc/cover/planted && zpool export foreign")
 
 
 def test_second_boot_imports_without_setup_input_and_keeps_the_node(boot, disks):
     assert first, "needs the first boot"
-    with boot("second", NODE, [disks.pool0, disks.pool1]) as node:
+    with boot("second", NODE, [disks.pool0, disks.pool1, disks.foreign]) as node:
+        node.wait_for_console(r"triton-pool: pool\(s\) foreign left alone: imported but not mounted", BOOT_TIMEOUT)
         node.wait_for_console(r"triton-pool: pool 'zones' imported, ONLINE", BOOT_TIMEOUT)
         ready(node)
+        # The foreign pool covers nothing; revoked access stayed revoked; the
+        # lost public key was made again from the private one.
+        assert node.succeed("findmnt -rn -o SOURCE /etc/cover /root/.ssh || true") == ""
+        node.succeed("test ! -e /etc/cover/planted && test ! -e /root/.ssh/authorized_keys")
+        assert node.succeed("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub").split()[1] == first["ssh-fp"]
+        assert node.succeed("zpool list -H -o name | sort") == "foreign\nzones"
+        node.succeed("zpool export foreign")
         assert "setting up from" not in boot_log(node)
         assert node.succeed("zpool get -H -o value guid zones") == first["guid"]
         assert "pool 'zones' is healthy" in node.succeed("zpool status -x zones")
         assert node.succeed("hostid") == hostid(NODE)
         assert node.succeed("cat /opt/persist-test /var/persist-test") == f"{TOKEN}\n{TOKEN}"
         assert node.succeed("cat /etc/machine-id") == first["machine-id"]
-        assert node.succeed("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub") == first["ssh"]
         # The journal is on the pool too: both boots are in it.
         assert int(node.succeed("journalctl --list-boots | grep -cE '^ *-?[0-9]+ '")) >= 2
         # A factory reset is never done without confirmation.

@@ -48,7 +48,7 @@ class BootError(AssertionError):
     pass
 
 
-def qemu_base(memory_mib: int) -> list[str]:
+def qemu_base(memory_mib: int, reboot: bool = False) -> list[str]:
     # Under TCG, `-cpu max` offers ERMS, and the kernel then clears pages with
     # `rep stosb`, which TCG emulates so slowly that clearing huge pages
     # trips the soft-lockup detector and adds minutes to a boot.
@@ -69,7 +69,8 @@ def qemu_base(memory_mib: int) -> list[str]:
         "-display", "none", "-vga", "none", "-monitor", "none",
         # ttyS0 exists but is unused; ttyS1 is the console, as with booter.
         "-serial", "null", "-serial", "stdio",
-        "-no-reboot",
+        # A guest that reboots ends QEMU, unless the test watches it boot again.
+        *([] if reboot else ["-no-reboot"]),
     ]
 
 
@@ -109,8 +110,8 @@ class Node:
 
     @classmethod
     def direct(cls, kernel: Path, initrd: Path, append: Sequence[str], log_path: Path,
-               memory_mib: int = 2048, extra: Sequence[str] = ()) -> "Node":
-        argv = [*qemu_base(memory_mib), *cls.netdev(), "-kernel", str(kernel), "-initrd", str(initrd),
+               memory_mib: int = 2048, extra: Sequence[str] = (), reboot: bool = False) -> "Node":
+        argv = [*qemu_base(memory_mib, reboot), *cls.netdev(), "-kernel", str(kernel), "-initrd", str(initrd),
                 "-append", " ".join(append), *extra]
         return cls(argv, log_path)
 

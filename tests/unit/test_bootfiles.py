@@ -16,6 +16,8 @@ def test_rootfs_env_binds_hash_size_and_stamp():
     assert f"TRITON_ROOTFS_SHA256={'ab' * 32}\n" in env
     assert "TRITON_ROOTFS_SIZE=1234\n" in env
     assert f"TRITON_FETCH_TIMEOUT={S.boot.fetch_timeout}\n" in env
+    assert f"TRITON_FETCH_FAILURE={S.boot.fetch_failure}\n" in env
+    assert f"TRITON_FETCH_FAILURE_DELAY={S.boot.fetch_failure_delay}\n" in env
 
 
 def test_boot_ipxe_boots_booters_way():

@@ -3,6 +3,9 @@ and what an instance's config becomes (unit limits, nspawn settings, its
 NIC's networkd file). The boot tests run the real thing."""
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -85,7 +88,11 @@ def test_limits_become_unit_properties(settings):
 def test_nspawn_settings_isolate_and_attach_to_the_tags_bridge(settings):
     vm = ti.check_payload(payload(hostname="web0"), settings)
     text = ti.nspawn_settings(vm, settings)
-    assert "PrivateUsers=pick" in text and "Bridge=admin0" in text and "Hostname=web0" in text
+    assert "PrivateUsers=pick" in text and "Hostname=web0" in text
+    # The port is ours to name, so its filter and bridge are set up before it exists.
+    port = ti.port_name(VM, 0)
+    assert f"VirtualEthernetExtra={port}:host0" in text and "Private=yes" in text and len(port) <= 15
+    assert f"Name={port}" in ti.port_network(port, "admin0") and "Bridge=admin0" in ti.port_network(port, "admin0")
     assert "NotifyReady=yes" in text
     assert ti.nspawn_args(vm) == \
         f"TRITON_NSPAWN_ARGS=--load-credential=network.network.50-net0:/run/triton/instances/{VM}/net0.network\n"
@@ -214,3 +221,39 @@ def test_quota_zero_is_no_quota_as_on_smartos(settings):
 def test_import_quota_bounds_a_bomb():
     assert ia.import_quota(1 << 20) == ia.IMPORT_QUOTA_MIN
     assert ia.import_quota(1 << 30) == ia.IMPORT_QUOTA_FACTOR << 30
+
+
+def port_vm(settings, **nic):
+    return ti.check_payload(payload(nics=[{"nic_tag": "admin", "ip": "10.0.2.100", "netmask": "255.255.255.0",
+                                          "mac": "02:11:22:33:44:55", **nic}]), settings)
+
+
+def test_a_port_passes_only_its_own_mac_and_ip_and_no_servers(settings):
+    rules = ti.port_rules(port_vm(settings))
+    port = f'iifname "{ti.port_name(VM, 0)}"'
+    for rule in ("ether saddr != 02:11:22:33:44:55 drop", "arp saddr ip != 10.0.2.100 drop",
+                 "ip saddr != 10.0.2.100 drop", "udp sport { 67, 4011 } drop", "nd-router-advert drop",
+                 "ether type != { ip, arp, ip6 } drop"):
+        assert any(line.strip().startswith(port) and line.rstrip().endswith(rule) for line in rules.splitlines()), rule
+
+
+@pytest.mark.parametrize("flag,gone", [("allow_mac_spoofing", "ether saddr !="),
+                                       ("allow_ip_spoofing", "ip saddr !="),
+                                       ("allow_dhcp_spoofing", "udp sport"),
+                                       ("allow_restricted_traffic", "ether type != {")])
+def test_smartos_spoofing_switches_each_lift_one_protection(settings, flag, gone):
+    assert gone in ti.port_rules(port_vm(settings))
+    assert gone not in ti.port_rules(port_vm(settings, **{flag: True}))
+    with pytest.raises(ti.InstanceError, match=f"nics\\[0\\].{flag}: must be true or false"):
+        port_vm(settings, **{flag: "yes"})
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nft")
+def test_port_rules_load_and_reload_in_nftables(settings, tmp_path):
+    """The kernel's nftables takes them, twice in a row (a restart replaces them)."""
+    script = tmp_path / "rules.nft"
+    script.write_text(ti.port_rules(port_vm(settings, ip="dhcp")) + ti.port_rules(port_vm(settings)))
+    res = subprocess.run(["unshare", "--net", "sh", "-c", f"nft -f {script} && nft -f {script} && nft list ruleset"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("chain ports") == 1 and "02:11:22:33:44:55" in res.stdout

@@ -42,6 +42,11 @@ NIC_TAG_RE = re.compile(r"[a-z][a-z0-9_]{0,12}")
 DOMAIN_RE = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
                        r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", re.ASCII)
 MTU_MIN, MTU_MAX = 576, 9216
+# SmartOS's per-NIC switches that turn off one of the port's protections
+# (all off by default: an instance's port passes only its own MAC and IPs,
+# no DHCP or router advertisement answers, only IPv4, ARP and IPv6 frames).
+SPOOFING = ("allow_ip_spoofing", "allow_mac_spoofing", "allow_dhcp_spoofing", "allow_restricted_traffic")
+HOST_NETWORK_DIR = Path("/run/systemd/network")
 # imgadm unpacks images as this 64K range of host users (see
 # triton_imgadm.spawn_unprivileged), never as the host's root. It is the top
 # of systemd-nspawn's container range: an instance's systemd-nspawn takes the
@@ -157,7 +162,7 @@ def check_nic(nic: Any, i: int, settings: Settings) -> dict[str, Any]:
     if not isinstance(nic, dict):
         raise InstanceError(f"{where}: must be an object with nic_tag and ip, got {nic!r}")
     unknown = set(nic) - {"nic_tag", "ip", "netmask", "gateway", "gateways", "mac", "primary", "interface",
-                          "vlan_id", "mtu"}
+                          "vlan_id", "mtu", *SPOOFING}
     if unknown:
         raise InstanceError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     tag = nic.get("nic_tag")
@@ -206,6 +211,12 @@ def check_nic(nic: Any, i: int, settings: Settings) -> dict[str, Any]:
         if not MTU_MIN <= out["mtu"] <= MTU_MAX:
             raise InstanceError(f"{where}.mtu: must be {MTU_MIN} to {MTU_MAX}, got {out['mtu']}")
     out["primary"] = bool(nic.get("primary", i == 0))
+    for flag in SPOOFING:
+        value = nic.get(flag, False)
+        if not isinstance(value, bool):
+            raise InstanceError(f"{where}.{flag}: must be true or false, got {value!r}")
+        if value:
+            out[flag] = True
     return out
 
 
@@ -371,11 +382,56 @@ def nspawn_settings(vm: dict[str, Any], settings: Settings) -> str:
         "",
         "[Network]",
     ]
-    if vm["nics"]:
-        lines.append(f"Bridge={settings.bridge(vm['nics'][0]['nic_tag'])}")
-    else:
-        lines.append("Private=yes")
+    # The host side of each NIC's veth gets a name of ours (port_name), so
+    # its filter (port_rules) and its bridge (port_network) are in place
+    # before it exists; the instance sees host0.
+    lines.append("Private=yes")
+    lines += [f"VirtualEthernetExtra={port_name(uuid, i)}:host{i}" for i, _ in enumerate(vm["nics"])]
     return "\n".join(lines) + "\n"
+
+
+def port_name(uuid: str, i: int) -> str:
+    """The host side of an instance NIC's veth: tv + 12 hex digits + index."""
+    return f"tv{uuid.replace('-', '')[:12]}{i}"
+
+
+def port_table(uuid: str) -> str:
+    return f"triton_{uuid.replace('-', '')[:12]}"
+
+
+def port_network(port: str, bridge: str) -> str:
+    """The host's networkd puts the port on the tag's bridge when nspawn makes it."""
+    return (f"# An instance's port (triton-instance@.service): do not edit.\n[Match]\nName={port}\n\n"
+            f"[Link]\nRequiredForOnline=no\n\n[Network]\nBridge={bridge}\nLinkLocalAddressing=no\n"
+            f"IPv6AcceptRA=no\nLLDP=no\nEmitLLDP=no\n")
+
+
+def port_rules(vm: dict[str, Any]) -> str:
+    """nftables (bridge family): what each instance port lets into the
+    bridge. Loaded before the port exists, removed when the instance stops."""
+    table = port_table(vm["uuid"])
+    rules = []
+    for i, nic in enumerate(vm["nics"]):
+        port = f'iifname "{port_name(vm["uuid"], i)}"'
+        if not nic.get("allow_mac_spoofing"):
+            rules += [f"{port} ether saddr != {nic['mac']} drop",
+                      f"{port} ether type arp arp saddr ether != {nic['mac']} drop"]
+        if not nic.get("allow_ip_spoofing"):
+            if nic["ip"] != "dhcp":
+                rules += [f"{port} ether type arp arp saddr ip != {nic['ip']} drop",
+                          f"{port} ether type ip ip saddr != {nic['ip']} drop"]
+            # Instance NICs here are IPv4 only.
+            rules.append(f"{port} ether type ip6 drop")
+        if not nic.get("allow_dhcp_spoofing"):
+            rules += [f"{port} ether type ip ip protocol udp udp sport {{ 67, 4011 }} drop",
+                      f"{port} ether type ip6 ip6 nexthdr udp udp sport 547 drop",
+                      f"{port} ether type ip6 ip6 nexthdr ipv6-icmp icmpv6 type nd-router-advert drop"]
+        if not nic.get("allow_restricted_traffic"):
+            rules.append(f"{port} ether type != {{ ip, arp, ip6 }} drop")
+    body = "\n".join(f"        {r}" for r in rules)
+    return (f"table bridge {table}\ndelete table bridge {table}\n"
+            f"table bridge {table} {{\n    chain ports {{\n"
+            f"        type filter hook prerouting priority -200; policy accept;\n{body}\n    }}\n}}\n")
 
 
 def nspawn_args(vm: dict[str, Any]) -> str:
@@ -506,10 +562,29 @@ def prepare(uuid: str, settings: Settings) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     for nic in vm["nics"]:
         (run_dir / f"{nic['interface']}.network").write_text(network_file(nic, vm.get("resolvers", [])))
+    if vm["nics"]:
+        run("nft", "-f", "-", input=port_rules(vm))
+        HOST_NETWORK_DIR.mkdir(parents=True, exist_ok=True)
+        for i, nic in enumerate(vm["nics"]):
+            port = port_name(uuid, i)
+            (HOST_NETWORK_DIR / f"05-{port}.network").write_text(port_network(port, settings.bridge(nic["nic_tag"])))
+        run("networkctl", "reload")
     (run_dir / "resolv.conf").write_text(resolv_conf(vm))
     (run_dir / "nspawn.env").write_text(nspawn_args(vm))
     NSPAWN_DIR.mkdir(parents=True, exist_ok=True)
     (NSPAWN_DIR / f"{uuid}.nspawn").write_text(nspawn_settings(vm, settings))
+
+
+def cleanup(uuid: str) -> None:
+    """What prepare set up on the host for the instance's ports (ExecStopPost)."""
+    if not is_uuid(uuid):
+        raise InstanceError(f"{uuid!r} is not an instance UUID")
+    ports = sorted(HOST_NETWORK_DIR.glob(f"05-{port_name(uuid, 0)[:-1]}*.network"))
+    for p in ports:
+        p.unlink(missing_ok=True)
+    if ports:
+        run("networkctl", "reload", check=False)
+    run("nft", "delete", "table", "bridge", port_table(uuid), check=False)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -524,13 +599,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if len(args) == 2 and args[0] == "prepare":
             prepare(args[1], settings)
             return 0
+        if len(args) == 2 and args[0] == "cleanup":
+            cleanup(args[1])
+            return 0
         if len(args) == 2 and args[0] == "generate":
             generate(Path(args[1]), settings)
             return 0
     except InstanceError as e:
         print(f"triton-instance: {e}", file=sys.stderr)
         return 1
-    print("usage: triton_instance.py prepare UUID | generate DIR", file=sys.stderr)
+    print("usage: triton_instance.py prepare UUID | cleanup UUID | generate DIR", file=sys.stderr)
     return 2
 
 

@@ -731,6 +731,14 @@ def boot(settings: Settings) -> int:
         write_state(state)
         return 0
     pool = found[0] if found else None
+    others = [p for p in state["pools"] if p not in found]
+    if others:
+        # Imported without mounting (-N), and nothing mounts them later
+        # (zfs-mount.service is masked): a pool on a USB stick or a moved
+        # disk cannot put its datasets over the node's paths.
+        note(f"pool(s) {', '.join(others)} left alone: imported but not mounted (not this node's system pool; "
+             f"mount a dataset by hand with `zfs mount <dataset>` if it is yours)")
+        state["unmounted_pools"] = others
     if pool and pool != settings.name:
         note(f"FAILED: the system pool is named '{pool}', but this platform mounts '{settings.name}'; "
              f"not mounting it")

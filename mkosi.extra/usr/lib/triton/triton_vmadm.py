@@ -168,6 +168,7 @@ def remove(uuid: str, settings: Settings) -> None:
     ti.remove_mountpoint(settings.mountpoint(uuid))
     for p in (ti.NSPAWN_DIR / f"{uuid}.nspawn",):
         p.unlink(missing_ok=True)
+    ti.cleanup(uuid)
     rundir = ti.RUN_DIR / uuid
     if rundir.is_dir():
         for f in rundir.iterdir():

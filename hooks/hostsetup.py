@@ -17,11 +17,32 @@ from typing import Callable, Mapping, Optional, Sequence
 BACKPORTS_FILE = Path("/etc/apt/sources.list.d/triton-pi-bookworm-backports.sources")
 BACKPORTS_SOURCES = """\
 # Added by the Triton platform image build (hooks/hostsetup.py): mkosi 24.3
-# and systemd 254 come from bookworm-backports.
+# and systemd 254 come from bookworm-backports, from this host's own mirror.
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: {debian}
 Suites: bookworm-backports
 Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+# The image's package sources (mkosi.pkgmngr): with this file there, mkosi
+# writes none of its own, so it adds no debug archive. Written from the
+# host's mirror, so a site with a local mirror or proxy builds through it.
+IMAGE_SOURCES_FILE = Path(__file__).resolve().parents[1] / "mkosi.pkgmngr/etc/apt/sources.list.d/mkosi.sources"
+IMAGE_SOURCES = """\
+# Written by hooks/hostsetup.py from this host's apt sources: do not edit.
+# With this file present mkosi writes no sources of its own, so it does not
+# add the debug archive (unreachable from build hosts without full internet
+# access).
+Types: deb
+URIs: {debian}
+Suites: trixie trixie-updates
+Components: main contrib
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: {security}
+Suites: trixie-security
+Components: main contrib
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 """
 
@@ -117,6 +138,43 @@ def has_backports(source_texts: Sequence[str]) -> bool:
     )
 
 
+def source_entries(texts: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """(URI, suites) of each active deb entry, in one-line and deb822 form."""
+    out: list[tuple[str, list[str]]] = []
+    for text in texts:
+        for stanza in text.split("\n\n"):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                if line.startswith("deb "):
+                    words = [w for w in line.split()[1:] if not w.startswith("[")]
+                    if len(words) >= 2:
+                        out.append((words[0], [words[1]]))
+                    continue
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields[key.strip().lower()] = value.strip()
+            if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes") != "no":
+                out += [(uri, fields.get("suites", "").split()) for uri in fields.get("uris", "").split()]
+    return out
+
+
+def host_mirrors(texts: Sequence[str], codename: str) -> tuple[str, str]:
+    """This host's Debian archive and security archive (their URIs)."""
+    debian = security = ""
+    for uri, suites in source_entries(texts):
+        if not debian and codename in suites:
+            debian = uri.rstrip("/")
+        if not security and f"{codename}-security" in suites:
+            security = uri.rstrip("/")
+    if not debian:
+        raise HostError(f"no Debian archive for {codename} in /etc/apt/sources.list*: the image is built "
+                        f"from the host's own Debian mirror; add one (e.g. in /etc/apt/sources.list.d/)")
+    return debian, security or debian + "-security"
+
+
 def missing_packages(installed: Mapping[str, str], wanted: Sequence[str],
                      minimum: Mapping[str, str], version_ge: Callable[[str, str], bool]) -> list[str]:
     out = []
@@ -166,12 +224,23 @@ def source_texts() -> list[str]:
     return texts
 
 
+def write_if_changed(path: Path, text: str) -> bool:
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return True
+
+
 def setup(host: Host, say: Callable[[str], None] = print) -> None:
     check_host(host)
+    debian, security = host_mirrors(source_texts(), host.codename)
+    if write_if_changed(IMAGE_SOURCES_FILE, IMAGE_SOURCES.format(debian=debian, security=security)):
+        say(f"hostsetup: the image's packages come from {debian} ({IMAGE_SOURCES_FILE})")
     updated = False
     if needs_backports(host) and not has_backports(source_texts()):
         say(f"hostsetup: adding bookworm-backports ({BACKPORTS_FILE})")
-        BACKPORTS_FILE.write_text(BACKPORTS_SOURCES)
+        BACKPORTS_FILE.write_text(BACKPORTS_SOURCES.format(debian=debian))
         apt(["update"])
         updated = True
     missing = missing_packages(dpkg_installed(), list(HOST_PACKAGES), BACKPORTED, dpkg_version_ge)

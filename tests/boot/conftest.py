@@ -7,7 +7,7 @@ booter boots a compute node, is shared by the tests that only look at it.
 from __future__ import annotations
 
 import json
-import warnings
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -20,14 +20,13 @@ from tests.lib.http import HttpServer
 from tests.lib.image import Platform
 from tests.lib.node import Node
 
+sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
+import triton_guestroot as guestroot  # noqa: E402
+
 PASSWORD = "triton-test-console"
 
-with warnings.catch_warnings():
-    # Deprecated (removed in 3.13); Debian bookworm's python3 (3.11) has it.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import crypt
-
-    ROOT_SHADOW = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512))
+# The node's own SHA-512 crypt (Python's crypt module is gone in 3.13).
+ROOT_SHADOW = guestroot.sha512_crypt(PASSWORD)
 
 NODE_CONFIG = (
     "# node.config as booter delivers it (subset)\n"

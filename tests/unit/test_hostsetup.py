@@ -36,3 +36,45 @@ def test_missing_packages_checks_minimum_versions():
     installed = {"mkosi": "14.1", "squashfs-tools": "4.5"}
     assert hs.missing_packages(installed, ["mkosi", "squashfs-tools", "pigz"], {"mkosi": "24.3"}, ge) == [
         "mkosi", "pigz"]
+
+
+DEB822 = """Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://mirror.example/debian/
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+def test_the_image_is_built_from_the_hosts_own_mirror():
+    assert hs.host_mirrors([DEB822], "bookworm") == ("http://mirror.example/debian",
+                                                     "http://mirror.example/debian-security")
+    one_line = "# deb http://old.example/debian bookworm main\ndeb [arch=amd64] http://proxy:3142/debian bookworm main\n"
+    assert hs.host_mirrors([one_line], "bookworm") == ("http://proxy:3142/debian", "http://proxy:3142/debian-security")
+    text = hs.IMAGE_SOURCES.format(debian="http://proxy:3142/debian", security="http://proxy:3142/debian-security")
+    assert "URIs: http://proxy:3142/debian\nSuites: trixie trixie-updates" in text
+    assert "URIs: http://proxy:3142/debian-security\nSuites: trixie-security" in text
+
+
+def test_no_debian_archive_says_what_to_do():
+    disabled = DEB822.replace("Types: deb\n", "Types: deb\nEnabled: no\n")
+    with pytest.raises(hs.HostError, match="no Debian archive for bookworm"):
+        hs.host_mirrors([disabled, "deb-src http://x/debian bookworm main\n"], "bookworm")
+
+
+def test_the_repository_names_no_mirror():
+    """The sources are written from the host's; none is committed."""
+    import subprocess
+    top = hs.Path(hs.__file__).resolve().parents[1]
+    tracked = subprocess.run(["git", "ls-files", "mkosi.pkgmngr"], capture_output=True, text=True,
+                             cwd=top).stdout.split()
+    assert str(hs.IMAGE_SOURCES_FILE.relative_to(top)) not in tracked
+    grep = subprocess.run(["git", "grep", "-lE", "deb\\.debian\\.org|URIs: http", "--", ":!tests"],
+                          capture_output=True, text=True, cwd=top).stdout.split()
+    assert grep == [], grep

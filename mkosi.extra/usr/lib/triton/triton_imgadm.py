@@ -195,8 +195,8 @@ def extract(src: str, fileinfo: dict[str, Any], root: Path, uid_base: int) -> No
     os.chown(root, uid_base, uid_base)
     with open_source(src) as f, tempfile.TemporaryFile() as errors:
         first = f.read(CHUNK)
-        compression = fileinfo.get("compression") or next(
-            (c for m, c in MAGIC.items() if first.startswith(m)), "none")
+        compression = str(fileinfo.get("compression") or next(
+            (c for m, c in MAGIC.items() if first.startswith(m)), "none"))
         flag = COMPRESSION[compression]
         # The image's own /dev is never used (instances get a fresh one), so
         # its device nodes are not even tried; one anywhere else fails.

@@ -137,7 +137,7 @@ def resolvers_and_domains(plan: tn.Plan, cfg: dict[str, str], problems: list[str
 
 def ntp_servers(cfg: dict[str, str], problems: list[str]) -> list[str]:
     out = []
-    for s in split_list(cfg.get("compute_node_ntp_hosts") or cfg.get("ntp_hosts", "")):
+    for s in split_list(cfg.get("compute_node_ntp_hosts") or cfg.get("ntp_hosts") or ""):
         if valid_hostname(s) or re.fullmatch(r"[0-9a-fA-F:.]+", s):
             out.append(s)
         else:

@@ -58,7 +58,8 @@ def node_config() -> dict[str, str]:
 def cpu_info() -> dict[str, Any]:
     text = read(Path("/proc/cpuinfo"))
     model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    flags: list[str] = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                             if line.startswith("flags")), [])
     sockets = {line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("physical id")}
     cores = {tuple(x) for x in re.findall(r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", text, re.S)}
     virt = "vmx" if "vmx" in flags else "svm" if "svm" in flags else "none"
@@ -107,7 +108,7 @@ def interfaces() -> dict[str, Any]:
         # A NIC in an aggregation carries the bond's MAC; report its own.
         mac = (read(dev / "bonding_slave/perm_hwaddr") or read(dev / "address")).lower()
         ip4 = addrs.get(name, [])
-        entry = {"MAC Address": mac, "ip4addr": ip4[0].split("/")[0] if ip4 else "",
+        entry: dict[str, Any] = {"MAC Address": mac, "ip4addr": ip4[0].split("/")[0] if ip4 else "",
                  "Link Status": "up" if read(dev / "operstate") == "up" else "down"}
         if (dev / "device").exists():
             master = dev / "master"

@@ -16,6 +16,13 @@ from tests.lib.node import Node, qemu_base
 CONSOLE = "console=ttyS1,115200n8"
 
 
+def stopped_before_switch_root(node: Node) -> None:
+    """The node never left the initrd: no root mounted, no login prompt."""
+    console = node.console(last=100000)
+    for sign in ("Switching root", "root verified", "login: ", "Reached target multi-user"):
+        assert sign not in console, f"{sign!r} on the console of a boot that failed"
+
+
 def boot(platform, url, logs, name, args=(), memory_mib=2048, initrd=None, reboot=False) -> Node:
     return Node.direct(platform.kernel, initrd or platform.initrd, [CONSOLE, f"fetch={url}", *args],
                        logs / f"{name}.log", memory_mib=memory_mib, reboot=reboot)
@@ -37,6 +44,7 @@ def test_damaged_root_is_refused_naming_url_and_hashes(platform, http, logs, tmp
         line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: checksum mismatch[^\r\n]*", 240, fatal=False)
         assert url in line and f"expected sha256 {expected}" in line and f"got {actual}" in line
         assert platform.stamp in line
+        stopped_before_switch_root(node)
 
 
 def test_wrong_url_fails_after_the_bound_saying_404(platform, http, logs):
@@ -45,6 +53,7 @@ def test_wrong_url_fails_after_the_bound_saying_404(platform, http, logs):
         node.wait_for_console(r"attempt 1 failed \([^\r\n]*404[^\r\n]*\); retrying", 240, fatal=False)
         line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: giving up[^\r\n]*", 120, fatal=False)
         assert url in line and "404" in line
+        stopped_before_switch_root(node)
 
 
 def test_server_gone_fails_after_the_bound(platform, logs):
@@ -53,6 +62,7 @@ def test_server_gone_fails_after_the_bound(platform, logs):
     with boot(platform, url, logs, "server-gone", ["triton.fetch_timeout=10"]) as node:
         line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: giving up[^\r\n]*", 240, fatal=False)
         assert url in line and "onnect" in line
+        stopped_before_switch_root(node)
 
 
 def test_server_that_comes_up_late_is_waited_for(platform, logs, tmp_path):
@@ -80,6 +90,7 @@ def test_too_little_ram_is_refused_before_downloading(platform, http, logs):
     with boot(platform, url, logs, "small-ram", memory_mib=640) as node:
         line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: this node has[^\r\n]*", 240, fatal=False)
         assert "MiB of RAM" in line and "needs at least" in line and platform.stamp in line
+        stopped_before_switch_root(node)
     assert not [entry for entry in http.log[before:] if "filesystem.squashfs" in entry and "/out/" in entry]
 
 
@@ -123,6 +134,7 @@ def test_no_dhcp_answer_fails_within_the_bound(platform, logs):
     with node:
         line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: no network[^\r\n]*", 300, fatal=False)
         assert Node.MAC in line and "no DHCP answer" in line
+        stopped_before_switch_root(node)
 
 
 def test_a_truncated_transfer_or_an_error_page_is_retried(platform, http, logs):

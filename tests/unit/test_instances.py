@@ -249,6 +249,8 @@ def test_smartos_spoofing_switches_each_lift_one_protection(settings, flag, gone
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nft")
+# (No protocol names: nft resolves them through /etc/protocols, which a node
+# or a minimal host may lack.)
 def test_port_rules_load_and_reload_in_nftables(settings, tmp_path):
     """The kernel's nftables takes them, twice in a row (a restart replaces them)."""
     script = tmp_path / "rules.nft"

@@ -5,7 +5,8 @@ An image is a tarball of a root filesystem with a manifest (IMGAPI's, in
 the subset that applies: uuid, name, version, os, type, files[0] with size
 and sha256). Importing it extracts the tarball into <pool>/<uuid>/root,
 verifies size and SHA-256 while it streams, and snapshots the dataset as
-<pool>/<uuid>@final; instances are clones of that snapshot.
+<pool>/<uuid>@final; instances are clones of that snapshot. Until it is
+whole, the dataset is <pool>/<uuid>-partial (see triton_instance.PARTIAL).
 
   imgadm import MANIFEST            path or http(s) URL of the manifest; the
                                     file is files[0].path (or <manifest>.tar.*)
@@ -117,7 +118,7 @@ def file_beside(manifest_src: str, manifest: dict[str, Any]) -> str:
 
 
 def manifest_path(uuid: str, settings: Settings) -> Path:
-    return settings.manifests / f"{settings.pool}-{uuid}.json"
+    return settings.manifest(uuid)
 
 
 def installed(settings: Settings) -> list[dict[str, Any]]:
@@ -156,6 +157,7 @@ def spawn_unprivileged(argv: Sequence[str], cwd: Path, base: int, stdin: int, st
             os.dup2(stderr, 2)
             os.fchdir(dirfd)
             if libc.unshare(CLONE_NEWUSER) != 0:
+                os.write(ready_w, os.strerror(ctypes.get_errno()).encode())
                 os._exit(126)
             os.write(ready_w, b"u")
             if os.read(go_r, 1) != b"g":
@@ -171,8 +173,10 @@ def spawn_unprivileged(argv: Sequence[str], cwd: Path, base: int, stdin: int, st
     os.close(ready_w)
     os.close(go_r)
     try:
-        if os.read(ready_r, 1) != b"u":
-            raise InstanceError("cannot make a user namespace to unpack the image in")
+        ready = os.read(ready_r, 200)
+        if ready != b"u":
+            raise InstanceError(f"cannot make a user namespace to unpack the image in: "
+                                f"{ready.decode(errors='replace') or 'its process died'}")
         for kind in ("uid_map", "gid_map"):
             Path(f"/proc/{pid}/{kind}").write_text(f"0 {base} {UID_RANGE}\n")
         os.write(go_w, b"g")
@@ -248,6 +252,10 @@ def import_quota(file_size: int) -> int:
 
 
 def import_image(manifest_src: str, file_src: Optional[str], settings: Settings) -> tuple[dict[str, Any], bool]:
+    """Crash-atomic: the image is unpacked into <pool>/<uuid>-partial,
+    snapshotted, its manifest written, and only then renamed to <pool>/<uuid>.
+    A power cut before the rename leaves a -partial dataset that the next
+    boot removes (with the manifest); after it, an installed image."""
     manifest = load_manifest(manifest_src)
     uuid = manifest["uuid"]
     ti.require_pool(settings)
@@ -255,40 +263,57 @@ def import_image(manifest_src: str, file_src: Optional[str], settings: Settings)
     if any(m["uuid"] == uuid for m in installed(settings)):
         return manifest, False
     if ti.zfs_exists(dataset):
-        raise InstanceError(f"{dataset} already exists and is not an installed image "
-                            f"(an instance, or an import that was interrupted: `zfs destroy -r {dataset}`)")
+        raise InstanceError(f"{dataset} already exists and is not an installed image (an instance, or an "
+                            f"image without its manifest {manifest_path(uuid, settings)}); not importing over it")
+    if ti.zfs_exists(settings.partial(uuid)):
+        raise InstanceError(f"image {uuid} is being imported, or its import was cut short "
+                            f"({settings.partial(uuid)} exists; the next boot removes it, or "
+                            f"`zfs destroy -r {settings.partial(uuid)}`)")
     src = file_src or file_beside(manifest_src, manifest)
     created = False
     try:
         # Nothing in an image is a device, runs or is setuid on the host
         # (instances are clones, which take their properties from the pool).
-        run("zfs", "create", "-o", f"mountpoint={settings.mountpoint(uuid)}", "-o", "devices=off",
-            "-o", "setuid=off", "-o", "exec=off",
-            "-o", f"quota={import_quota(manifest['files'][0]['size'])}", dataset)
+        # The mountpoint is inherited: /zones/<uuid>-partial, then /zones/<uuid>.
+        run("zfs", "create", "-o", "devices=off", "-o", "setuid=off", "-o", "exec=off",
+            "-o", f"quota={import_quota(manifest['files'][0]['size'])}", settings.partial(uuid))
         created = True
-        # Only root on the host goes in (the clones keep this mode).
-        settings.mountpoint(uuid).chmod(0o700)
-        root = settings.root(uuid)
-        root.mkdir(mode=0o755)
-        extract(src, manifest["files"][0], root, ti.IMAGE_UID_BASE)
-        if not (root / "etc").is_dir() or (root / "etc").is_symlink():
-            raise InstanceError(f"{src}: the tarball holds no root filesystem (no etc/ at its top)")
-        run("zfs", "set", "quota=none", dataset)
-        run("zfs", "snapshot", f"{dataset}@{settings.snapshot}")
-        # Instances are clones; the image itself need not stay mounted.
-        run("zfs", "set", "canmount=noauto", dataset)
-        run("zfs", "unmount", dataset, check=False)
-        ti.remove_mountpoint(settings.mountpoint(uuid))
-        settings.manifests.mkdir(parents=True, exist_ok=True)
-        target = manifest_path(uuid, settings)
-        target.with_suffix(".tmp").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        target.with_suffix(".tmp").replace(target)
+        unpack(src, manifest, settings)
+        write_manifest(manifest, settings)
+        ti.finish(uuid, settings)
     except BaseException:
-        if created:
-            run("zfs", "destroy", "-r", dataset, check=False)
-            ti.remove_mountpoint(settings.mountpoint(uuid))
+        if created and ti.zfs_exists(settings.partial(uuid)):
+            ti.discard(uuid, settings)
+            manifest_path(uuid, settings).unlink(missing_ok=True)
         raise
     return manifest, True
+
+
+def unpack(src: str, manifest: dict[str, Any], settings: Settings) -> None:
+    """The image's root into its unfinished dataset, snapshotted @final."""
+    partial = settings.partial(manifest["uuid"])
+    where = Path(ti.zfs_get(partial, "mountpoint"))
+    # Only root on the host goes in (the clones keep this mode).
+    where.chmod(0o700)
+    root = where / settings.root_dir
+    root.mkdir(mode=0o755)
+    extract(src, manifest["files"][0], root, ti.IMAGE_UID_BASE)
+    if not (root / "etc").is_dir() or (root / "etc").is_symlink():
+        raise InstanceError(f"{src}: the tarball holds no root filesystem (no etc/ at its top)")
+    run("zfs", "set", "quota=none", partial)
+    run("zfs", "snapshot", f"{partial}@{settings.snapshot}")
+    # Instances are clones; the image itself need not stay mounted.
+    run("zfs", "set", "canmount=noauto", partial)
+    run("zfs", "unmount", partial, check=False)
+    ti.remove_mountpoint(where)
+
+
+def write_manifest(manifest: dict[str, Any], settings: Settings) -> None:
+    """Before the rename that finishes the image: an installed image always
+    has its manifest (the boot removes the manifest of one never finished)."""
+    settings.manifests.mkdir(parents=True, exist_ok=True)
+    ti.write_durable(manifest_path(manifest["uuid"], settings),
+                     json.dumps(manifest, indent=2, sort_keys=True) + "\n", 0o644)
 
 
 def delete_image(uuid: str, settings: Settings) -> None:
@@ -346,7 +371,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     say("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
         elif args.cmd == "get":
             manifest = manifest_path(args.uuid, settings)
-            if not ti.is_uuid(args.uuid) or not manifest.is_file():
+            snap = f"{settings.dataset(args.uuid)}@{settings.snapshot}"
+            if not ti.is_uuid(args.uuid) or not manifest.is_file() or not ti.zfs_exists(snap):
                 raise InstanceError(f"image {args.uuid} is not installed (see `imgadm list`)")
             say(manifest.read_text().rstrip())
         elif args.cmd == "delete":

@@ -9,6 +9,12 @@ An instance is the dataset <pool>/<uuid>, a clone of an image's
     /zones/<uuid>/config/vm.json    its config (what vmadm create was given,
                                     with defaults filled in)
 
+While vmadm creates it (and while imgadm imports an image) the dataset is
+<pool>/<uuid>-partial, mounted on /zones/<uuid>-partial; renaming it to
+<pool>/<uuid> is the last step. A power cut leaves either the finished
+dataset or a -partial one, which the next boot destroys (`leftovers`,
+triton-pool restore) before anything mounts or starts it.
+
 Nothing else about an instance is kept anywhere. At boot and on every change
 (`systemctl daemon-reload`) the generator turns each vm.json into the unit's
 resource limits and, for autoboot instances, a want from machines.target;
@@ -53,6 +59,15 @@ HOST_NETWORK_DIR = Path("/run/systemd/network")
 # range its root is owned by when no running instance has it, else picks
 # another and re-owns (chowns) the instance's files to it.
 IMAGE_UID_BASE = 0x6FFF0000
+# What a dataset is called while vmadm creates it or imgadm imports it, as
+# SmartOS's imgadm names its imports. A name is given in the transaction
+# that makes the dataset; a property is not (`zfs clone -o` and `zfs create
+# -o` set theirs in a second one: "It would be nice to do this atomically",
+# says OpenZFS's zfs_ioc_clone), so a power cut never leaves an unfinished
+# dataset under its final name. The mountpoint is inherited from the pool's
+# root, so it follows the rename that finishes the dataset, in the same
+# transaction.
+PARTIAL = "-partial"
 # Limits vmadm can set, and how each becomes a systemd resource-control
 # property of the instance's unit (the ZFS quota is set on the dataset).
 LIMITS = ("max_physical_memory", "cpu_cap", "cpu_shares", "max_lwps", "quota")
@@ -92,6 +107,14 @@ class Settings:
     def config_file(self, uuid: str) -> Path:
         return self.mountpoint(uuid) / self.config_dir / "vm.json"
 
+    def manifest(self, image: str) -> Path:
+        """Where imgadm keeps an installed image's manifest."""
+        return self.manifests / f"{self.pool}-{image}.json"
+
+    def partial(self, uuid: str) -> str:
+        """The dataset while it is being made (see PARTIAL)."""
+        return self.dataset(uuid + PARTIAL)
+
     def bridge(self, nic_tag: str) -> str:
         return nic_tag + self.bridge_suffix
 
@@ -118,6 +141,88 @@ def require_pool(settings: "Settings") -> None:
 
 def zfs_get(name: str, prop: str) -> str:
     return run("zfs", "get", "-H", "-p", "-o", "value", prop, name).stdout.strip()
+
+
+def write_durable(path: Path, text: str, mode: int = 0o600) -> None:
+    """The whole new file or the old one, on disk when this returns: written
+    beside it, synced, renamed over it, and the rename synced."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+def finish(uuid: str, settings: "Settings") -> None:
+    """The last step of making a dataset: <pool>/<uuid>-partial becomes
+    <pool>/<uuid>, in one transaction (a mounted one is mounted again at
+    its new mountpoint)."""
+    run("zfs", "rename", settings.partial(uuid), settings.dataset(uuid))
+    remove_mountpoint(Path("/") / settings.partial(uuid))
+
+
+def discard(uuid: str, settings: "Settings") -> None:
+    """An unfinished <pool>/<uuid>-partial, if there is one."""
+    if zfs_exists(settings.partial(uuid)):
+        run("zfs", "destroy", "-r", settings.partial(uuid))
+    remove_mountpoint(Path("/") / settings.partial(uuid))
+
+
+# -- what a power cut left ----------------------------------------------------------------
+
+# What `leftovers` reads: each top-level dataset's origin (a clone's image
+# snapshot, or "-") and exec, and their snapshots.
+LEFTOVERS_LISTING = ("zfs", "list", "-H", "-o", "name,origin,exec", "-t", "filesystem,snapshot", "-d", "2")
+
+
+@dataclasses.dataclass(frozen=True)
+class Leftover:
+    dataset: str
+    why: str
+    image: Optional[str] = None  # an image that was never installed: its manifest goes too
+
+
+def leftovers(listing: str, pool: str) -> list[Leftover]:
+    """From `zfs list -H -o name,origin,exec -t filesystem,snapshot -d 2
+    <pool>`: what interrupted `vmadm create`s and `imgadm import`s left,
+    to be destroyed at boot before anything mounts or starts it.
+
+    - <pool>/<uuid>-partial: never finished (a clone: an instance; else an
+      image). The rename that finishes one was never made, so the command
+      never reported success either; whatever it had written (even its
+      vm.json) is not a whole instance or image, and goes.
+    - <pool>/<uuid> that is no clone, has no snapshot and has exec=off: an
+      image import by an earlier imgadm (which unpacked under the final name
+      and snapshotted it @final last) that never finished. Instances are
+      clones; a finished image has its snapshot."""
+    rows = [line.split("\t") for line in listing.splitlines()]
+    snapshotted = {r[0].partition("@")[0] for r in rows if "@" in r[0]}
+    datasets = {r[0]: r for r in rows if len(r) == 3 and "@" not in r[0]}
+    out = []
+    for name, (_, origin, exec_) in sorted(datasets.items()):
+        parent, _, child = name.rpartition("/")
+        if parent != pool:
+            continue
+        uuid = child.removesuffix(PARTIAL)
+        if child.endswith(PARTIAL) and is_uuid(uuid):
+            if origin != "-":
+                out.append(Leftover(name, "a `vmadm create` cut short (a power cut or crash) that never finished"))
+            else:
+                out.append(Leftover(name, "an `imgadm import` cut short (a power cut or crash) that never finished",
+                                    None if f"{pool}/{uuid}" in datasets else uuid))
+        elif is_uuid(child) and origin == "-" and exec_ == "off" and name not in snapshotted:
+            out.append(Leftover(name, "an image import by an earlier imgadm that never finished (no @final snapshot)",
+                                child))
+    return out
 
 
 # -- payloads -------------------------------------------------------------------------
@@ -423,9 +528,10 @@ def port_rules(vm: dict[str, Any]) -> str:
             # Instance NICs here are IPv4 only.
             rules.append(f"{port} ether type ip6 drop")
         if not nic.get("allow_dhcp_spoofing"):
-            rules += [f"{port} ether type ip ip protocol udp udp sport {{ 67, 4011 }} drop",
-                      f"{port} ether type ip6 ip6 nexthdr udp udp sport 547 drop",
-                      f"{port} ether type ip6 ip6 nexthdr ipv6-icmp icmpv6 type nd-router-advert drop"]
+            # Protocols by number: nft would resolve names through /etc/protocols.
+            rules += [f"{port} ether type ip ip protocol 17 udp sport {{ 67, 4011 }} drop",
+                      f"{port} ether type ip6 ip6 nexthdr 17 udp sport 547 drop",
+                      f"{port} ether type ip6 ip6 nexthdr 58 icmpv6 type nd-router-advert drop"]
         if not nic.get("allow_restricted_traffic"):
             rules.append(f"{port} ether type != {{ ip, arp, ip6 }} drop")
     body = "\n".join(f"        {r}" for r in rules)

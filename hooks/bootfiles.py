@@ -4,8 +4,10 @@ into the initrd (the root's hash and size, the stamp)."""
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from typing import Sequence
 
+from hooks import verity
 from hooks.config import PlatformConfig
 from hooks.render import render
 
@@ -22,12 +24,17 @@ class Module:
     path: str
 
 
-def rootfs_env(stamp: str, sha256: str, size: int, settings: PlatformConfig) -> str:
+def rootfs_env(stamp: str, sha256: str, size: int, tree: verity.HashTree, settings: PlatformConfig) -> str:
     """Sourced by the initrd's fetch-rootfs: which root it may boot."""
     return (
         f"TRITON_PLATFORM={stamp}\n"
         f"TRITON_ROOTFS_SHA256={sha256}\n"
         f"TRITON_ROOTFS_SIZE={size}\n"
+        # A root left on its medium (triton.toram=0) is read through
+        # dm-verity (hooks/verity.py): the tree's root hash, and veritysetup's
+        # options, so nothing about the tree is taken from the medium.
+        f"TRITON_ROOTFS_VERITY_ROOTHASH={tree.root_hash}\n"
+        f"TRITON_ROOTFS_VERITY_OPTIONS={shlex.quote(' '.join(verity.options(tree.params)))}\n"
         f"TRITON_RESERVE_MIB={settings.boot.reserve_mib}\n"
         f"TRITON_FETCH_TIMEOUT={settings.boot.fetch_timeout}\n"
         f"TRITON_FETCH_FAILURE={settings.boot.fetch_failure}\n"
@@ -83,7 +90,8 @@ def initrd_units(settings: PlatformConfig) -> dict[str, str]:
                                            mountpoint=d.mountpoint, where=where, flag=MOUNT_FLAG)
     var = pool.dataset("var") if any(d.name == "var" for d in pool.datasets) else None
     scratch = []
-    for rel in pool.image_var if var else ():
+    for rel in pool.image_var if var is not None else ():
+        assert var is not None
         where = f"/sysroot{var.mountpoint}/{rel}"
         upper = f"/run/triton/pool/image-var/{rel.replace('/', '_')}"
         scratch += [f"{upper}/upper", f"{upper}/work"]

@@ -52,6 +52,7 @@ HOST_PACKAGES: dict[str, str] = {
     "bubblewrap": "mkosi's sandbox",
     "debian-archive-keyring": "verifies trixie's archive",
     "squashfs-tools": "mksquashfs for the root",
+    "cryptsetup-bin": "veritysetup: the root's dm-verity hash tree, for media booted with triton.toram=0",
     "kmod": "depmod for the image's modules",
     "cpio": "the initrd",
     "zstd": "initrd and squashfs compression",

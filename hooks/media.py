@@ -6,8 +6,10 @@ partition; both boot under BIOS and UEFI through GRUB.
 
 writes out/platform-<stamp>.iso and out/platform-<stamp>-usb.img. Nothing
 is rebuilt per medium: the files are the platform directory's own (hard
-links into a staging tree), so the initrd, which carries the root's SHA-256,
-verifies a medium exactly as it verifies a download.
+links into a staging tree), so the initrd checks a medium's root against
+what it carries: the root's SHA-256 when it copies the root to RAM, exactly
+as a download; its dm-verity root hash, with the squashfs's hash tree on the
+medium, when it reads the root from the medium (triton.toram=0).
 """
 
 from __future__ import annotations
@@ -67,11 +69,16 @@ def grub_cfg(stamp: str, settings: PlatformConfig) -> str:
                   timeout=settings.media.menu_timeout, entries=menu_entries(stamp, settings))
 
 
+# What a medium carries of the platform directory.
+MEDIA_ROLES = ("kernel", "initrd", "rootfs", "verity", "version", "os-release", "manifest")
+
+
 def stage(pdir: Path, stamp: str, settings: PlatformConfig, into: Path) -> None:
     """The medium's tree: boot/grub/grub.cfg and platform-<stamp>/ with the
-    kernel, initrd, root and version files (hard links, not copies)."""
+    kernel, initrd, root, its dm-verity hash tree and the version files (hard
+    links, not copies)."""
     paths = layout(stamp, settings.arch_dir)
-    for role in ("kernel", "initrd", "rootfs", "version", "os-release", "manifest"):
+    for role in MEDIA_ROLES:
         src = pdir / paths[role]
         dst = into / platform_name(stamp) / paths[role]
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ that `sdcadm platform install` and booter use:
         x86_64/vmlinuz(.sha256)
         x86_64/initrd(.sha256)
         x86_64/filesystem.squashfs(.sha256)
+        x86_64/filesystem.squashfs.verity(.sha256)   its dm-verity hash tree
         x86_64/filesystem.packages    name<TAB>version, one a line
         boot.ipxe                     boots this platform over HTTP
     platform-<stamp>.tgz              top directory platform-<stamp>/
@@ -32,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from hooks import bootfiles, cpio, dpkg, inputs, kernel, osrelease
+from hooks import bootfiles, cpio, dpkg, inputs, kernel, osrelease, verity
 from hooks.config import PlatformConfig, SquashfsSettings, load
 from hooks.files import sha256_file
 from hooks.stamp import is_stamp
@@ -58,6 +59,8 @@ def layout(stamp: str, arch_dir: str) -> dict[str, str]:
         "kernel": f"{arch}/vmlinuz",
         "initrd": f"{arch}/initrd",
         "rootfs": f"{arch}/filesystem.squashfs",
+        # The initrd finds it beside the squashfs on a medium, by this name.
+        "verity": f"{arch}/filesystem.squashfs.verity",
         "packages": f"{arch}/filesystem.packages",
         "version": "etc/version/platform",
         "os-release": "etc/version/os-release",
@@ -114,6 +117,7 @@ def build_manifest(
     host_tools: Mapping[str, str],
     source: Mapping[str, str],
     squashfs: SquashfsSettings,
+    verity: Mapping[str, Any],
     base: str,
 ) -> dict[str, Any]:
     return {
@@ -127,6 +131,7 @@ def build_manifest(
             "level": squashfs.level,
             "block_size": squashfs.block_size,
         },
+        "verity": dict(verity),
         "files": dict(files),
         "packages": dict(sorted(packages.items())),
         "build": {"host_tools": dict(host_tools), "source": dict(source)},
@@ -146,6 +151,7 @@ def host_tools() -> dict[str, str]:
     return {
         "mkosi": first_line(["mkosi", "--version"]),
         "mksquashfs": first_line(["mksquashfs", "-version"]),
+        "veritysetup": first_line(["veritysetup", "--version"]),
         "systemd": first_line(["systemctl", "--version"]),
         "python": sys.version.split()[0],
     }
@@ -191,9 +197,13 @@ def assemble(
 
     print(f"platform: squashing the root ({settings.squashfs.compression} "
           f"level {settings.squashfs.level})", flush=True)
-    subprocess.run(
-        mksquashfs_command(tree, pdir / paths["rootfs"], settings.squashfs, epoch), check=True
-    )
+    rootfs = pdir / paths["rootfs"]
+    subprocess.run(mksquashfs_command(tree, rootfs, settings.squashfs, epoch), check=True)
+    rootfs_sha256, rootfs_size = sha256_file(rootfs), rootfs.stat().st_size
+    # The squashfs's dm-verity hash tree, for a medium booted with
+    # triton.toram=0 (the initrd reads the medium only through dm-verity).
+    print("platform: writing the root's dm-verity hash tree", flush=True)
+    hash_tree = verity.write_hash_tree(rootfs, pdir / paths["verity"], verity.params(rootfs_sha256, rootfs_size))
     for role, suffix in (("kernel", "vmlinuz"), ("initrd", "initrd")):
         src = outdir / f"{output}.{suffix}"
         if not src.is_file():
@@ -201,9 +211,9 @@ def assemble(
         shutil.move(src, pdir / paths[role])
 
     # Bind the root into the initrd: its fetch-rootfs boots only a root
-    # with this hash (an appended cpio adds the file to mkosi's initrd).
-    rootfs = pdir / paths["rootfs"]
-    env = bootfiles.rootfs_env(stamp, sha256_file(rootfs), rootfs.stat().st_size, settings)
+    # with this hash and dm-verity root hash (an appended cpio adds the file
+    # to mkosi's initrd).
+    env = bootfiles.rootfs_env(stamp, rootfs_sha256, rootfs_size, hash_tree, settings)
     # The same archive carries the initrd's pool units, rendered from
     # platform.yaml (they run the root's own triton-pool and ZFS).
     appended = {bootfiles.ROOTFS_ENV: env.encode()}
@@ -215,7 +225,7 @@ def assemble(
     (pdir / paths["ipxe"]).write_text(bootfiles.boot_ipxe(stamp, paths, settings))
 
     files = {}
-    for role in ("kernel", "initrd", "rootfs"):
+    for role in ("kernel", "initrd", "rootfs", "verity"):
         path = pdir / paths[role]
         digest = sha256_file(path)
         write_checked(path, digest)
@@ -228,7 +238,7 @@ def assemble(
     manifest = build_manifest(
         stamp=stamp, kver=kernel.image_kernel(tree), packages=packages, files=files,
         host_tools=host_tools(), source=source_info(srcdir), squashfs=settings.squashfs,
-        base=base,
+        verity=verity.manifest_entry(hash_tree, paths["verity"]), base=base,
     )
     (pdir / paths["manifest"]).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -287,7 +297,7 @@ def main() -> int:
             outdir, config["Output"], Path(os.environ["SRCDIR"]), load(),
             int(sde) if sde and sde.isdigit() else None,
         )
-    except (PlatformError, kernel.KernelError, subprocess.CalledProcessError) as e:
+    except (PlatformError, kernel.KernelError, verity.VerityError, subprocess.CalledProcessError) as e:
         print(f"mkosi.postoutput: {e}", file=sys.stderr)
         return 1
     print(f"platform: {pdir.name} and {pdir.name}.tgz written")

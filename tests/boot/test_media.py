@@ -5,18 +5,26 @@ and the same verified root as a network boot of the same build, took its
 node.config from a FAT filesystem labelled TRITONCFG (the USB image's own
 config partition, or a second disk beside the DVD), and no longer needs the
 medium (the root was copied to RAM).
+
+With triton.toram=0 the root stays on the medium and is read only through
+dm-verity, against the root hash bound into the initrd: a medium changed
+after the build, or an initrd expecting another root, stops the boot.
 """
 
 from __future__ import annotations
 
+import mmap
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
+from hooks import bootfiles
 from hooks.config import load
 from tests.boot.conftest import PASSWORD, ROOT_SHADOW
+from tests.lib.cpio_initrd import initrd_with_files, newc_entries, zstd_frames_end
 from tests.lib.node import Node, qemu_base
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -123,23 +131,133 @@ def test_boots_from_live_media(platform, media, logs, medium, firmware):
         print(f"\nfigure: {medium} {firmware}: QEMU start to login {seconds:.1f} s")
 
 
-def test_toram_0_boots_from_the_medium_which_stays_mounted(platform, media, logs):
-    """triton.toram=0: the root is checked and mounted on the medium itself
-    (less RAM; the medium must stay in). Booted with -kernel/-initrd and the
-    DVD attached, with the arguments of GRUB's default entry plus that one."""
+def attached(media, medium: str, image: Optional[Path] = None) -> list[str]:
+    """QEMU's arguments for a medium attached to a -kernel/-initrd boot: the
+    DVD (the ISO, or `image`) with the config disk beside it, or the USB stick."""
+    if medium == "dvd":
+        return ["-drive", f"file={image or media['iso']},media=cdrom,if=none,id=dvd,readonly=on",
+                "-device", "ide-cd,drive=dvd",
+                "-drive", f"file={media['config']},format=raw,if=none,id=cfg", "-device", "virtio-blk-pci,drive=cfg"]
+    return ["-device", "qemu-xhci,id=xhci",
+            "-drive", f"file={image or media['stick']},format=raw,if=none,id=stick,cache=unsafe",
+            "-device", "usb-storage,bus=xhci.0,drive=stick"]
+
+
+def toram_0(platform, media, logs, medium: str, name: str, image: Optional[Path] = None,
+            initrd: Optional[Path] = None) -> Node:
+    """Booted with -kernel/-initrd and the medium attached, with the
+    arguments of GRUB's default entry plus triton.toram=0."""
     label = MEDIA.volume_label(platform.stamp)
-    args = [*load().boot.args, f"triton.media={label}", "triton.toram=0"]
-    extra = ["-drive", f"file={media['iso']},media=cdrom,if=none,id=dvd,readonly=on", "-device", "ide-cd,drive=dvd",
-             "-drive", f"file={media['config']},format=raw,if=none,id=cfg", "-device", "virtio-blk-pci,drive=cfg"]
-    with Node.direct(platform.paths["kernel"], platform.paths["initrd"], args, logs / "media-toram0.log",
-                     extra=extra) as node:
-        node.wait_for_console(r"triton-fetch-rootfs: booting from media:" + label + r":/dev/sr0 \(triton.toram=0\)",
-                              BOOT_TIMEOUT)
+    append = [*load().boot.args, f"triton.media={label}", "triton.toram=0"]
+    return Node.direct(platform.paths["kernel"], initrd or platform.paths["initrd"], append,
+                       logs / f"media-{name}.log", extra=attached(media, medium, image))
+
+
+# How the initrd names the medium: the DVD drive, or the stick's whole disk.
+MEDIUM_DEVICE = {"dvd": r"/dev/sr0", "usb": r"/dev/sd[a-z]"}
+
+
+@pytest.mark.parametrize("medium", ["usb", "dvd"])
+def test_toram_0_reads_the_root_from_the_medium_through_dm_verity(platform, media, logs, medium):
+    """triton.toram=0: the root is mounted from the medium itself (less RAM;
+    the medium must stay in), and every read of it goes through dm-verity,
+    against the root hash the build bound into the initrd: a USB stick or a
+    BMC's virtual media that changes a block after boot gives an I/O error,
+    never the changed data."""
+    label = MEDIA.volume_label(platform.stamp)
+    verity = platform.manifest["verity"]
+    with toram_0(platform, media, logs, medium, f"toram0-{medium}") as node:
+        node.wait_for_console(rf"triton-fetch-rootfs: booting from media:{label}:{MEDIUM_DEVICE[medium]} "
+                              r"\(triton.toram=0\)", BOOT_TIMEOUT)
+        node.wait_for_console(r"triton-fetch-rootfs: platform \S+: root verified \(dm-verity root hash "
+                              + verity["root_hash"], BOOT_TIMEOUT)
         node.wait_for_login(BOOT_TIMEOUT)
         node.login(PASSWORD)
         expected = (platform.path / "x86_64/filesystem.squashfs.sha256").read_text().split()[0]
-        assert f"TRITON_ROOTFS_SHA256={expected}" in node.succeed("cat /run/triton/rootfs/source")
-        assert node.succeed("findmnt -rn -o SOURCE,FSTYPE /run/triton/rootfs/medium") == "/dev/sr0 iso9660"
-        # The loop device reads the squashfs on the medium (its path there),
-        # not a copy in RAM (which would be /filesystem.squashfs on a tmpfs).
-        assert node.succeed("losetup -n -O BACK-FILE") == f"/platform-{platform.stamp}/x86_64/filesystem.squashfs"
+        source = node.succeed("cat /run/triton/rootfs/source")
+        assert f"TRITON_ROOTFS_SHA256={expected}" in source
+        assert f"TRITON_ROOTFS_VERITY_ROOTHASH={verity['root_hash']}" in source
+        assert node.succeed("findmnt -rn -o FSTYPE /run/triton/rootfs/medium") == "iso9660"
+        # The overlay's lower layer is the dm-verity device, active and with
+        # no block found corrupted (V), keyed to the build's root hash and salt.
+        lower = node.succeed("findmnt -n -o MAJ:MIN /run/triton/rootfs/lower").strip()
+        dm = node.succeed("dmsetup info -c --noheadings -o major,minor --separator : triton-root").strip()
+        assert lower == dm, f"the root's lower layer ({lower}) is not dm-verity's triton-root ({dm})"
+        assert node.succeed("findmnt -n -o FSTYPE /run/triton/rootfs/lower") == "squashfs"
+        table = node.succeed("dmsetup table triton-root").split()
+        assert table[2] == "verity", table
+        assert verity["root_hash"] in table and verity["salt"] in table
+        assert node.succeed("dmsetup status triton-root").split()[-1] == "V"
+        # dm-verity reads the medium's own files (read-only loop devices),
+        # not a copy in RAM: the squashfs as data, its tree as hashes.
+        loops = dict(line.split(None, 1) for line in
+                     node.succeed("losetup -n -r -O MAJ:MIN,BACK-FILE").splitlines())
+        data_dev, hash_dev = table[4], table[5]
+        assert loops[data_dev].endswith(f"/platform-{platform.stamp}/x86_64/filesystem.squashfs"), loops
+        assert loops[hash_dev].endswith(f"/platform-{platform.stamp}/x86_64/filesystem.squashfs.verity"), loops
+        assert node.succeed("losetup -n -r -O RO").split() == ["1", "1"]
+        node.execute("systemctl is-system-running --wait", timeout=300)
+        assert node.succeed("systemctl --failed --no-legend --plain") == ""
+
+
+def squashfs_offset(image: Path, rootfs: Path) -> int:
+    """Where the platform's squashfs starts inside a medium's image (found by
+    its first 64 KiB: the superblock, with its build time, is unique)."""
+    with rootfs.open("rb") as f:
+        head = f.read(65536)
+    with image.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        at = m.find(head)
+        assert at >= 0, f"{image} holds no copy of {rootfs}"
+        assert m.find(head, at + 1) < 0, f"{image} holds {rootfs} twice"
+    return at
+
+
+def rootfs_env(initrd: Path) -> str:
+    """The facts the build bound into this initrd (the cpio it appended)."""
+    data = initrd.read_bytes()
+    entries = {name: content for name, _, content in newc_entries(data, zstd_frames_end(data))}
+    return entries[bootfiles.ROOTFS_ENV.lstrip("/")].decode()
+
+
+@pytest.mark.parametrize("change", ["damaged medium", "wrong root hash"])
+def test_toram_0_refuses_a_root_that_does_not_match_its_root_hash(platform, media, logs, tmp_path, change):
+    """A medium changed after the build (one byte flipped in the middle of
+    its squashfs, a block the mount itself never reads), or an initrd that
+    expects another root hash: the boot stops before switch-root with the
+    FAILED line naming the medium and the root hash the initrd expected.
+    The initrd reads every block through dm-verity once before it mounts the
+    root, so damage anywhere is found at boot, not by a program later."""
+    label = MEDIA.volume_label(platform.stamp)
+    root_hash = platform.manifest["verity"]["root_hash"]
+    image, initrd, block = None, None, None
+    if change == "damaged medium":
+        image = tmp_path / "damaged.iso"
+        shutil.copyfile(media["iso"], image)
+        at = squashfs_offset(image, platform.rootfs)
+        flip = platform.rootfs.stat().st_size // 2 + 123
+        block = flip // 4096
+        with image.open("r+b") as f:
+            f.seek(at + flip)
+            byte = f.read(1)[0]
+            f.seek(at + flip)
+            f.write(bytes([byte ^ 0xFF]))
+    else:
+        env = rootfs_env(platform.initrd)
+        assert f"TRITON_ROOTFS_VERITY_ROOTHASH={root_hash}\n" in env
+        # The same root hash with its last digit changed: a later cpio's file
+        # replaces the earlier one, as iPXE's modules do.
+        root_hash = root_hash[:-1] + ("0" if root_hash[-1] != "0" else "1")
+        env = env.replace(f"TRITON_ROOTFS_VERITY_ROOTHASH={platform.manifest['verity']['root_hash']}",
+                          f"TRITON_ROOTFS_VERITY_ROOTHASH={root_hash}")
+        initrd = initrd_with_files(platform.initrd, tmp_path / "initrd", {bootfiles.ROOTFS_ENV: env.encode()})
+    name = "toram0-" + change.replace(" ", "-")
+    with toram_0(platform, media, logs, "dvd", name, image=image, initrd=initrd) as node:
+        node.wait_for_console(r"triton-fetch-rootfs: checking every block of the root on media:" + label,
+                              BOOT_TIMEOUT)
+        line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: ", BOOT_TIMEOUT, fatal=False)
+        assert f"FAILED: dm-verity mismatch for media:{label}:/dev/sr0: " in line, line
+        assert f"expected root hash {root_hash}" in line, line
+        assert "the medium is damaged or was altered" in line and "Not booting it" in line, line
+        if block is not None:
+            # dm-verity itself found the flipped block (the kernel says which).
+            assert f"data block {block} is corrupted" in node.console(last=400)

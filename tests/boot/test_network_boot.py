@@ -93,9 +93,19 @@ def test_booted_systems_networkd_manages_the_boot_nic(pxe_node):
         pxe_node.succeed("journalctl -b -u triton-node-config -o cat")
 
 
-def test_zfs_module_loads(pxe_node):
-    pxe_node.succeed("modprobe zfs")
-    assert "zfs" in pxe_node.succeed("lsmod").split()
+def test_zfs_is_the_one_built_for_this_kernel(pxe_node, platform):
+    """The initrd already loaded ZFS; what it loaded must be the module the
+    build compiled for this kernel, the version the manifest records, and
+    the tools must agree with it."""
+    kernel, zfs = platform.manifest["kernel"], platform.manifest["zfs"]
+    upstream = zfs.split("-")[0]
+    assert pxe_node.succeed("uname -r") == kernel
+    assert pxe_node.succeed("cat /sys/module/zfs/version").startswith(upstream)
+    path = pxe_node.succeed("modinfo -n zfs")
+    assert path == f"/lib/modules/{kernel}/updates/dkms/zfs.ko" or \
+        path == f"/usr/lib/modules/{kernel}/updates/dkms/zfs.ko", path
+    assert pxe_node.succeed("modinfo -F vermagic zfs").split()[0] == kernel
+    assert f"zfs-kmod-{upstream}" in pxe_node.succeed("zfs version")
     assert "no pools available" in pxe_node.succeed("zpool list")
 
 

@@ -1,10 +1,13 @@
 """The platform directory and tarball, as sdcadm and booter take them."""
 
+import shlex
 import subprocess
 import tarfile
 
+from hooks import bootfiles
 from hooks.stamp import is_stamp
 from tests.conftest import REPO
+from tests.lib.cpio_initrd import newc_entries, zstd_frames_end
 
 
 def test_stamp_names_the_directory(platform):
@@ -14,7 +17,7 @@ def test_stamp_names_the_directory(platform):
 
 
 def test_each_boot_file_has_a_checksum_that_verifies(platform):
-    for role in ("kernel", "initrd", "rootfs"):
+    for role in ("kernel", "initrd", "rootfs", "verity"):
         f = platform.paths[role]
         assert f.stat().st_size > 0
         res = subprocess.run(["sha256sum", "-c", f.name + ".sha256"], cwd=f.parent,
@@ -41,6 +44,30 @@ def test_manifest_records_contents_and_build(platform):
     assert f"zfsutils-linux\t{m['zfs']}" in packages
 
 
+def rootfs_env(platform) -> dict[str, str]:
+    """The facts the build bound into the initrd (the cpio it appended)."""
+    data = platform.initrd.read_bytes()
+    entries = {name: content for name, _, content in newc_entries(data, zstd_frames_end(data))}
+    text = entries[bootfiles.ROOTFS_ENV.lstrip("/")].decode()
+    return {k: " ".join(shlex.split(v)) for k, _, v in (line.partition("=") for line in text.splitlines())}
+
+
+def test_the_hash_tree_verifies_the_root_with_what_the_initrd_carries(platform):
+    """triton.toram=0 opens the root on a medium with the initrd's root hash
+    and options, and the tree beside the squashfs: they must agree with the
+    manifest, and verify the root."""
+    v = platform.manifest["verity"]
+    env = rootfs_env(platform)
+    assert env["TRITON_ROOTFS_VERITY_ROOTHASH"] == v["root_hash"]
+    assert env["TRITON_ROOTFS_VERITY_OPTIONS"].split() == v["veritysetup_options"]
+    assert "--no-superblock" in v["veritysetup_options"]
+    assert platform.path / v["hash_tree"] == platform.paths["verity"]
+    assert v["data_blocks"] * v["block_size"] == platform.rootfs.stat().st_size
+    res = subprocess.run(["veritysetup", "verify", *v["veritysetup_options"], str(platform.rootfs),
+                          str(platform.paths["verity"]), v["root_hash"]], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 def test_tarball_unpacks_to_the_documented_layout(platform, tmp_path):
     tgz = platform.path.parent / f"{platform.path.name}.tgz"
     with tarfile.open(tgz) as t:
@@ -49,7 +76,8 @@ def test_tarball_unpacks_to_the_documented_layout(platform, tmp_path):
         t.extractall(tmp_path)
     top = tmp_path / platform.path.name
     for rel in ("x86_64/vmlinuz", "x86_64/initrd", "x86_64/filesystem.squashfs",
-                "x86_64/filesystem.squashfs.sha256", "etc/version/platform", "etc/version/manifest.json"):
+                "x86_64/filesystem.squashfs.sha256", "x86_64/filesystem.squashfs.verity",
+                "etc/version/platform", "etc/version/manifest.json"):
         assert (top / rel).is_file(), rel
     res = subprocess.run(["sha256sum", "-c", "filesystem.squashfs.sha256"], cwd=top / "x86_64",
                          capture_output=True, text=True)

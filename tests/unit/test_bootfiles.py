@@ -2,7 +2,7 @@ import subprocess
 
 import pytest
 
-from hooks import bootfiles
+from hooks import bootfiles, verity
 from hooks.config import load
 from hooks.platform import layout
 
@@ -11,10 +11,13 @@ PATHS = layout("20261125T000000Z", "x86_64")
 
 
 def test_rootfs_env_binds_hash_size_and_stamp():
-    env = bootfiles.rootfs_env("20261125T000000Z", "ab" * 32, 1234, S)
+    tree = verity.HashTree(verity.params("ab" * 32, 8192), "cd" * 32)
+    env = bootfiles.rootfs_env("20261125T000000Z", "ab" * 32, 1234, tree, S)
     assert "TRITON_PLATFORM=20261125T000000Z\n" in env
     assert f"TRITON_ROOTFS_SHA256={'ab' * 32}\n" in env
     assert "TRITON_ROOTFS_SIZE=1234\n" in env
+    assert f"TRITON_ROOTFS_VERITY_ROOTHASH={'cd' * 32}\n" in env
+    assert "TRITON_ROOTFS_VERITY_OPTIONS='--no-superblock " in env
     assert f"TRITON_FETCH_TIMEOUT={S.boot.fetch_timeout}\n" in env
     assert f"TRITON_FETCH_FAILURE={S.boot.fetch_failure}\n" in env
     assert f"TRITON_FETCH_FAILURE_DELAY={S.boot.fetch_failure_delay}\n" in env

@@ -6,6 +6,7 @@ import pytest
 
 from hooks import media
 from hooks.config import ConfigError, load, parse
+from hooks.platform import layout, platform_name
 
 S = load()
 STAMP = "20261126T072750Z"
@@ -29,6 +30,23 @@ def test_grub_cfg_boots_the_platform_directory_files():
     assert f"linux /platform-{STAMP}/x86_64/vmlinuz boot=live" in cfg
     assert f"initrd /platform-{STAMP}/x86_64/initrd" in cfg
     assert cfg.count("menuentry") == 3 and "serial --unit=1 --speed=115200" in cfg
+
+
+def test_the_medium_carries_the_roots_hash_tree(tmp_path):
+    """triton.toram=0 reads the root through dm-verity: the tree must be on
+    the medium, beside the squashfs, where the initrd looks for it."""
+    paths = layout(STAMP, S.arch_dir)
+    pdir = tmp_path / platform_name(STAMP)
+    for role in media.MEDIA_ROLES:
+        (pdir / paths[role]).parent.mkdir(parents=True, exist_ok=True)
+        (pdir / paths[role]).write_text(role)
+    tree = tmp_path / "tree"
+    media.stage(pdir, STAMP, S, tree)
+    on_medium = tree / platform_name(STAMP)
+    assert (on_medium / paths["verity"]).read_text() == "verity"
+    assert (on_medium / paths["rootfs"]).read_text() == "rootfs"
+    assert (on_medium / paths["verity"]).parent == (on_medium / paths["rootfs"]).parent
+    assert (tree / "boot/grub/grub.cfg").is_file()
 
 
 def test_mkrescue_command():

@@ -13,6 +13,7 @@ def test_layout_is_booters():
     assert paths["kernel"] == "x86_64/vmlinuz"
     assert paths["initrd"] == "x86_64/initrd"
     assert paths["rootfs"] == "x86_64/filesystem.squashfs"
+    assert paths["verity"] == "x86_64/filesystem.squashfs.verity"
     assert paths["version"] == "etc/version/platform"
 
 
@@ -53,10 +54,12 @@ def test_manifest_names_kernel_zfs_and_packages():
         packages={"zfsutils-linux": "2.3.9-1", "systemd": "257"},
         files={"x86_64/vmlinuz": {"sha256": "ab", "size": 1}},
         host_tools={"mkosi": "mkosi 24.3"}, source={"digest": "cd"}, squashfs=S,
+        verity={"root_hash": "ef" * 32},
     )
     assert m["zfs"] == "2.3.9-1" and m["kernel"] == "6.12.1" and m["systemd"] == "257"
     assert list(m["packages"]) == ["systemd", "zfsutils-linux"]
     assert m["build"]["host_tools"]["mkosi"] == "mkosi 24.3"
+    assert m["verity"]["root_hash"] == "ef" * 32
     json.dumps(m)
 
 

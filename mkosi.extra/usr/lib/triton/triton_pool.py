@@ -20,6 +20,7 @@ The facts (pool name, datasets, marker) come from platform.yaml through
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,7 +32,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from triton_network import bootif_mac, kernel_args  # noqa: E402
@@ -45,6 +46,12 @@ BOOT_FILES = Path("/run/triton/boot")
 ISSUE = Path("/run/issue.d/50-triton-pool.issue")
 LAYOUTS = {"single": 1, "mirror": 2, "raidz": 3, "raidz2": 4}
 FACTORY_RESET = "smartdc:factoryreset"  # as SmartOS and linux-live set it on <pool>/var
+# The pool's comment from `zpool create` until setup's last step: given with
+# `-o`, it is written in the pool's first transaction (user properties and
+# -O properties come in later ones), so no pool setup made is ever without
+# it. With no marker, it is an unfinished setup of this node's, which setup
+# may discard and redo; without it, a pool is someone else's.
+SETUP_INCOMPLETE = "triton: setup incomplete"
 PROG = "triton-pool"
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -229,6 +236,52 @@ def disk_refusal(disk: str, probe: dict[str, str], parts: Sequence[dict[str, str
     return None
 
 
+def unfinished_create(probe: dict[str, str], parts: Sequence[dict[str, str]], label_txg: Optional[int]) -> bool:
+    """The disk holds only what a `zpool create` cut short leaves, so no
+    data: OpenZFS's own whole-disk partitions (1 and 9) and, on partition
+    1, nothing or the labels of a pool whose first transaction never
+    completed (txg 0, which `zpool import` ignores as "not part of a valid
+    pool"). `probe`, `parts`: blkid of the disk and of its partitions;
+    `label_txg`: the txg in partition 1's ZFS label (None: no label)."""
+    numbered = {int(p["PART_ENTRY_NUMBER"]): p for p in parts if p.get("PART_ENTRY_NUMBER", "").isdigit()}
+    types = {n: p.get("PART_ENTRY_TYPE", "").lower() for n, p in numbered.items()}
+    if probe.get("PTTYPE") != "gpt" or len(parts) != 2 or types != ZFS_WHOLE_DISK_PARTS or numbered[9].get("TYPE"):
+        return False
+    if label_txg == 0:
+        return numbered[1].get("TYPE") in (None, "zfs_member")
+    return label_txg is None and not numbered[1].get("TYPE")
+
+
+def parse_label_txg(zdb: str) -> Optional[int]:
+    """The pool's txg in `zdb -l <device>`'s first label (None: none)."""
+    m = re.search(r"^\s+txg: (\d+)$", zdb, re.M)
+    return int(m.group(1)) if m else None
+
+
+def redo_refusal(settings: "Settings", comment: str, held: Sequence[str], named: Sequence[str]) -> Optional[str]:
+    """Why setup must not discard the imported pool that is named like the
+    system pool but has no marker (None: it is an unfinished setup of this
+    node's, on the disks named). `held`: the disks its devices are on."""
+    if comment != SETUP_INCOMPLETE:
+        return (f"a pool named '{settings.name}' is imported but has no {settings.marker}: "
+                f"it is not a system pool; export or rename it first")
+    others = [d for d in held if d not in named]
+    if others:
+        return (f"pool '{settings.name}' is an interrupted setup's, on {' '.join(held)}; {' '.join(others)} "
+                f"{'is' if len(others) == 1 else 'are'} not among the disks named ({' '.join(named)}): "
+                f"name the same disks to set it up again")
+    return None
+
+
+def interrupted_summary(settings: "Settings", datasets: Collection[str]) -> str:
+    """What an interrupted setup left, for the console (`datasets`: the pool's)."""
+    wanted = [settings.full(d["name"]) for d in mount_order(settings.datasets) if d["name"]]
+    made = [n for n in wanted if n in datasets]
+    missing = [n for n in wanted if n not in datasets]
+    return (f"pool '{settings.name}' was created but setup never finished (no {settings.marker}; datasets made: "
+            f"{', '.join(made) or 'none'}" + (f"; missing: {', '.join(missing)}" if missing else "") + ")")
+
+
 def parse_blkid_export(text: str) -> dict[str, str]:
     out = {}
     for line in text.splitlines():
@@ -375,6 +428,9 @@ def issue_text(state: dict[str, Any]) -> str:
         return f"Pool {pool}: imported but {health}: see `zpool status {pool}`.\n" + restore_issue(state)
     if s == "noimport":
         return "Pools: not imported (noimport=true); `triton-pool status`.\n"
+    if state.get("setup_interrupted"):
+        return (f"This node is NOT SET UP: setting up pool '{pool}' was interrupted. `triton-pool status`; "
+                f"`triton-pool setup` sets it up again.\n")
     return (f"This node is NOT SET UP: no system pool '{pool}'. "
             f"`triton-pool status`; `triton-pool setup` creates it.\n")
 
@@ -567,25 +623,29 @@ def partition_entry(part: Path) -> Partition:
 
 # -- setup ---------------------------------------------------------------------------
 
-def setup(settings: Settings, answers: Answers, *, booting: bool) -> str:
+def setup(settings: Settings, answers: Answers, *, booting: bool, report: Callable[[str], None] = say) -> str:
     """Create the system pool and its datasets. Idempotent: a node that has
     its pool is left alone. Refuses disks that hold anything unless forced,
     and never creates a pool while one of that name is on disk but not
-    imported. Leaves nothing half-created."""
+    imported. Leaves nothing half-created; what a power cut leaves (an
+    unfinished pool of this node's on the same disks, or what a cut-short
+    `zpool create` left) it discards and redoes, saying so with `report`."""
     for pool in system_pools(settings):
         return f"already set up: pool '{pool}' is imported and is this node's system pool; nothing to do"
-    if settings.name in imported_pools():
-        raise PoolError(f"a pool named '{settings.name}' is imported but has no {settings.marker}: "
-                        f"it is not a system pool; export or rename it first")
     disks = [resolve_disk(d) for d in answers.disks]
     check_layout(answers.layout, [str(d) for d in disks])
+    if settings.name in imported_pools():
+        redo_interrupted(settings, disks, report)
     refusals = []
     for disk in disks:
         busy = disk_in_use(disk)
         if busy:
             raise PoolError(f"{busy}: not using it")
         why = disk_refusal(str(disk), blkid(disk), [blkid(p) for p in partitions(disk)])
-        if why and not answers.force:
+        if why and create_cut_short(disk):
+            report(f"setup was interrupted: {disk} holds only what a cut-short `zpool create` leaves "
+                   f"(no pool, no data): clearing it")
+        elif why and not answers.force:
             refusals.append(why)
     if refusals:
         raise PoolError("; ".join(refusals) + ". Not destroying it: name only blank disks, "
@@ -600,26 +660,78 @@ def setup(settings: Settings, answers: Answers, *, booting: bool) -> str:
                             f"or clear its disks (`zpool labelclear -f <disk>`) first")
     for disk in disks:
         wipe(disk)
-    argv = ["zpool", "create", "-f", "-o", "cachefile=none"]
-    for k, v in settings.pool_properties.items():
-        argv += ["-o", f"{k}={v}"]
-    root = next(d for d in settings.datasets if d["name"] == "")
-    argv += ["-O", f"mountpoint={root['mountpoint']}", "-O", "canmount=noauto"]
-    for k, v in settings.fs_properties.items():
-        argv += ["-O", f"{k}={v}"]
-    argv += [settings.name, *vdev_args(answers.layout, [str(d) for d in disks])]
-    run(*argv)
+    run(*create_argv(settings, answers.layout, disks))
+    report(f"setup: pool '{settings.name}' created; making its datasets")
     try:
         _populate(settings, answers, disks)
+        # The last step: from here on the pool is set up.
+        run("zpool", "set", "comment=", settings.name)
     except BaseException:
-        run("zpool", "destroy", "-f", settings.name, check=False)
+        discard_unfinished(settings.name, disks, quiet=True)
         raise
     done = (f"created pool '{settings.name}' ({answers.layout} of {' '.join(map(str, disks))}) "
             f"with {', '.join(settings.full(d['name']) for d in settings.datasets if d['name'])}")
     return done if booting else done + "; reboot to use it (the node mounts its datasets at boot)"
 
 
+def create_argv(settings: Settings, layout: str, disks: Sequence[Path]) -> list[str]:
+    argv = ["zpool", "create", "-f", "-o", "cachefile=none", "-o", f"comment={SETUP_INCOMPLETE}"]
+    for k, v in settings.pool_properties.items():
+        argv += ["-o", f"{k}={v}"]
+    root = next(d for d in settings.datasets if d["name"] == "")
+    argv += ["-O", f"mountpoint={root['mountpoint']}", "-O", "canmount=noauto"]
+    for k, v in settings.fs_properties.items():
+        argv += ["-O", f"{k}={v}"]
+    return argv + [settings.name, *vdev_args(layout, [str(d) for d in disks])]
+
+
+def redo_interrupted(settings: Settings, disks: Sequence[Path], report: Callable[[str], None]) -> None:
+    """The imported pool named like the system pool, without its marker: if
+    it is this node's unfinished setup on these disks, discard it; else refuse."""
+    held = pool_disks(settings.name)
+    why = redo_refusal(settings, pool_comment(settings.name), held, [str(d) for d in disks])
+    if why:
+        raise PoolError(why)
+    report(f"setup was interrupted: discarding the unfinished pool '{settings.name}' on {' '.join(held)} "
+           f"to set it up again")
+    discard_unfinished(settings.name, [Path(d) for d in held])
+
+
+def pool_disks(pool: str) -> list[str]:
+    """The disks (or devices) an imported pool's present devices are on."""
+    out: list[str] = []
+    for v in imported_vdevs().get(pool, []):
+        where = placement(v.path) if v.state not in ABSENT_STATES else None
+        disk = where.disk if where and where.disk else v.path
+        out += [] if disk in out or v.state in ABSENT_STATES else [disk]
+    return out
+
+
+def discard_unfinished(pool: str, disks: Sequence[Path], quiet: bool = False) -> None:
+    """An unfinished pool: exported, then its disks cleared. A power cut
+    in between leaves it importable and still marked unfinished, or disks
+    that `create_cut_short` recognises: setup can always run again."""
+    try:
+        run("zpool", "export", "-f", pool)
+        for disk in disks:
+            wipe(disk)
+    except PoolError:
+        if not quiet:
+            raise
+
+
+def create_cut_short(disk: Path) -> bool:
+    """See unfinished_create."""
+    parts = partitions(disk)
+    probes = [blkid(p) for p in parts]
+    first = [p for p, b in zip(parts, probes) if b.get("PART_ENTRY_NUMBER") == "1"]
+    zdb = run("zdb", "-l", str(first[0]), check=False).stdout if first else ""
+    return unfinished_create(blkid(disk), probes, parse_label_txg(zdb))
+
+
 def _populate(settings: Settings, answers: Answers, disks: Sequence[Path]) -> None:
+    """The datasets, /var seeded, setup.json, and last the marker that makes
+    the pool this node's system pool: a pool with the marker has the rest."""
     # Every dataset is canmount=noauto: the initrd mounts them at boot, and
     # creating them on a running node must not hide its live /var.
     for d in mount_order(settings.datasets):
@@ -627,30 +739,36 @@ def _populate(settings: Settings, answers: Answers, disks: Sequence[Path]) -> No
             run("zfs", "create", "-o", f"mountpoint={d['mountpoint']}", "-o", "canmount=noauto",
                 settings.full(d["name"]))
     work = Path(tempfile.mkdtemp(prefix="setup-", dir=RUN))
+    record = json.dumps({
+        "layout": answers.layout, "disks": [str(x) for x in disks],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "platform": _os_release().get("TRITON_RELEASE", "?"),
+    }, indent=2) + "\n"
     try:
         for d in mount_order(settings.datasets):
-            if not (d["name"] == "" or d.get("seed") or d["name"] == settings.config_dataset):
-                continue
-            where = work / (d["name"] or "root")
-            mount_zfs(settings.full(d["name"]), where)
-            try:
-                if d["name"] == "":
-                    (where / settings.marker).write_text("")
-                if d.get("seed"):
+            if d.get("seed"):
+                with _mounted(settings, d, work) as where:
                     # In the initrd this is the image's pristine copy; on a
                     # running node, its live one (as joysetup did).
                     run("cp", "-a", f"{d['mountpoint']}/.", f"{where}/")
-                if d["name"] == settings.config_dataset:
-                    (where / "setup.json").write_text(json.dumps({
-                        "layout": answers.layout, "disks": [str(x) for x in disks],
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "platform": _os_release().get("TRITON_RELEASE", "?"),
-                    }, indent=2) + "\n")
-            finally:
-                umount(where)
-                where.rmdir()
+            if d["name"] == settings.config_dataset:
+                with _mounted(settings, d, work) as where:
+                    (where / "setup.json").write_text(record)
+        with _mounted(settings, next(d for d in settings.datasets if d["name"] == ""), work) as where:
+            (where / settings.marker).write_text("")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _mounted(settings: Settings, d: dict[str, Any], work: Path) -> Iterator[Path]:
+    where = work / (d["name"] or "root")
+    mount_zfs(settings.full(d["name"]), where)
+    try:
+        yield where
+    finally:
+        umount(where)
+        where.rmdir()
 
 
 def _os_release() -> dict[str, str]:
@@ -731,7 +849,8 @@ def boot(settings: Settings) -> int:
         write_state(state)
         return 0
     pool = found[0] if found else None
-    others = [p for p in state["pools"] if p not in found]
+    unfinished = unfinished_setup(settings, [p for p in state["pools"] if p not in found])
+    others = [p for p in state["pools"] if p not in found and p != unfinished]
     if others:
         # Imported without mounting (-N), and nothing mounts them later
         # (zfs-mount.service is masked): a pool on a USB stick or a moved
@@ -745,6 +864,8 @@ def boot(settings: Settings) -> int:
         state["state"] = "error"
         write_state(state)
         return 0
+    if pool:
+        finish_setup(pool, note)
     if pool and factory_reset_requested(settings, pool):
         note(f"factory reset requested ({FACTORY_RESET}=yes on {settings.full('var')}): destroying pool '{pool}'")
         if not destroy_and_clear(pool, note):
@@ -753,14 +874,7 @@ def boot(settings: Settings) -> int:
             return 0
         pool = None
     if not pool:
-        try:
-            answers = load_answers(settings, args)
-            if answers:
-                note(f"setting up from {answers[1]}: {answers[0].layout} of {' '.join(answers[0].disks)}")
-                note(setup(settings, answers[0], booting=True))
-                pool = settings.name
-        except PoolError as e:
-            note(f"setup FAILED: {e}")
+        pool = set_up_at_boot(settings, args, unfinished, state, note)
     if not pool:
         note(f"node is NOT SET UP: no system pool (a pool with {settings.marker}) was found")
         write_state(state)
@@ -778,6 +892,46 @@ def boot(settings: Settings) -> int:
     MOUNT_FLAG.write_text(pool + "\n")
     write_state(state)
     return 0
+
+
+def set_up_at_boot(settings: Settings, args: dict[str, str], unfinished: Optional[str], state: dict[str, Any],
+                   note: Callable[[str], None]) -> Optional[str]:
+    """No system pool: say what an interrupted setup left, and set up from
+    an answers file if one was delivered. The pool made, if any."""
+    if unfinished:
+        listing = run("zfs", "list", "-H", "-o", "name", "-r", unfinished, check=False).stdout
+        state["setup_interrupted"] = interrupted_summary(settings, listing.split())
+        note(f"setup was interrupted: {state['setup_interrupted']}")
+    try:
+        answers = load_answers(settings, args)
+        if answers:
+            note(f"setting up from {answers[1]}: {answers[0].layout} of {' '.join(answers[0].disks)}")
+            note(setup(settings, answers[0], booting=True, report=note))
+            state.pop("setup_interrupted", None)
+            return settings.name
+        if unfinished:
+            note("`triton-pool setup` (or an answers file at the next boot) sets it up again, "
+                 "discarding the unfinished pool first")
+    except PoolError as e:
+        note(f"setup FAILED: {e}")
+    return None
+
+
+def pool_comment(pool: str) -> str:
+    return run("zpool", "get", "-H", "-o", "value", "comment", pool, check=False).stdout.strip()
+
+
+def unfinished_setup(settings: Settings, unmarked: Sequence[str]) -> Optional[str]:
+    """The imported pool without the marker that is this node's setup cut short, if any."""
+    return settings.name if settings.name in unmarked and pool_comment(settings.name) == SETUP_INCOMPLETE else None
+
+
+def finish_setup(pool: str, note: Callable[[str], None]) -> None:
+    """Setup's last step, if a power cut came between it and the marker
+    (which is written once everything else is): the pool is whole."""
+    if pool_comment(pool) == SETUP_INCOMPLETE:
+        run("zpool", "set", "comment=", pool)
+        note(f"setup was interrupted after its marker was written: pool '{pool}' is whole; finished its last step")
 
 
 def destroy_and_clear(pool: str, note: Callable[[str], None]) -> bool:
@@ -956,6 +1110,10 @@ def mount_instances(settings: Settings) -> Optional[str]:
     """Mount the instances' datasets, so the root's systemd finds their
     config (triton-instance-generator) from its first moment. One that
     does not mount leaves the others mounted."""
+    try:
+        unremoved = remove_unfinished(settings)
+    except Exception as e:  # the instances mount whatever this does
+        unremoved = [f"removing what interrupted creates left: {describe(e)}"]
     r = run("zfs", "list", "-H", "-o", "name,canmount", "-d", "1", settings.name, check=False)
     if r.returncode != 0:
         raise PoolError(f"cannot list the datasets of {settings.name}: {r.stderr.strip()}")
@@ -965,9 +1123,33 @@ def mount_instances(settings: Settings) -> Optional[str]:
         m = run("zfs", "mount", name, check=False)
         if m.returncode != 0 and "already mounted" not in m.stderr:
             failed.append(f"{name}: {m.stderr.strip()}")
-    if failed:
-        raise PoolError(f"{len(failed)} of {len(names)} did not mount: {'; '.join(failed)}")
+    errors = [f"{len(failed)} of {len(names)} did not mount: {'; '.join(failed)}"] if failed else []
+    if failed or unremoved:
+        raise PoolError("; ".join(errors + unremoved))
     return f"mounted {len(names)} instance dataset(s)" if names else None
+
+
+def remove_unfinished(settings: Settings) -> list[str]:
+    """Destroy what an interrupted `vmadm create` or `imgadm import` left
+    (triton_instance.leftovers), before anything mounts or starts it, with a
+    console line naming each. Here, in the initrd, no vmadm or imgadm can be
+    at work on the pool. What could not be destroyed, and why."""
+    import triton_instance as ti  # only here: the pool's import needs none of it
+    r = run(*ti.LEFTOVERS_LISTING, settings.name, check=False)
+    failed = []
+    for left in ti.leftovers(r.stdout, settings.name):
+        d = run("zfs", "destroy", "-r", left.dataset, check=False)
+        if d.returncode != 0:
+            failed.append(f"{left.dataset} ({left.why}) not removed: {d.stderr.strip()}")
+            continue
+        ti.remove_mountpoint(Path("/", left.dataset))
+        say(f"removed {left.dataset}: {left.why}")
+        try:
+            if left.image:
+                ti.Settings.load().manifest(left.image).unlink(missing_ok=True)
+        except (OSError, ValueError, TypeError) as e:
+            failed.append(f"{left.dataset} removed, but not its image's manifest: {describe(e)}")
+    return failed
 
 
 def read_bytes_if(path: Path) -> Optional[bytes]:

@@ -66,15 +66,13 @@ def read_payload(path: Optional[str]) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    """Replaced whole and synced: a power cut leaves the old config or the new."""
+    ti.write_durable(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def image_snapshot(image: str, settings: Settings) -> str:
     snap = f"{settings.dataset(image)}@{settings.snapshot}"
-    if not (settings.manifests / f"{settings.pool}-{image}.json").is_file() or not ti.zfs_exists(snap):
+    if not settings.manifest(image).is_file() or not ti.zfs_exists(snap):
         raise InstanceError(f"image_uuid: image {image} is not installed on this node "
                             f"(see `imgadm list`; `imgadm import` it first)")
     return snap
@@ -84,11 +82,19 @@ def instance_exists(uuid: str, settings: Settings) -> bool:
     return ti.zfs_exists(settings.dataset(uuid)) or settings.config_file(uuid).exists()
 
 
-def set_root_credentials(vm: dict[str, Any], settings: Settings) -> None:
+def check_new(uuid: str, settings: Settings) -> None:
+    if instance_exists(uuid, settings):
+        raise InstanceError(f"uuid: an instance {uuid} already exists on this node")
+    if ti.zfs_exists(settings.partial(uuid)):
+        raise InstanceError(f"uuid: instance {uuid} is being created, or its creation was cut short "
+                            f"({settings.partial(uuid)} exists; the next boot removes it, or "
+                            f"`zfs destroy -r {settings.partial(uuid)}`)")
+
+
+def set_root_credentials(vm: dict[str, Any], root: Path) -> None:
     """root's password and keys in a root that has never run (just cloned).
     The image's files are written without following its links, and none of
     its programs runs (triton_guestroot)."""
-    root = settings.root(vm["uuid"])
     try:
         password = vm["internal_metadata"].get("root_pw")
         if password:
@@ -102,36 +108,57 @@ def set_root_credentials(vm: dict[str, Any], settings: Settings) -> None:
 
 
 def create(payload: Any, settings: Settings) -> str:
+    """Crash-atomic: the instance is made as <pool>/<uuid>-partial and
+    renamed to <pool>/<uuid> once its root and vm.json are written. A power
+    cut before the rename leaves a -partial dataset that the next boot
+    removes; after it, a whole instance (started at boot if autoboot)."""
     vm = ti.check_payload(payload, settings)
     ti.require_pool(settings)
     uuid = vm.setdefault("uuid", str(uuidlib.uuid4()))
-    if instance_exists(uuid, settings):
-        raise InstanceError(f"uuid: an instance {uuid} already exists on this node")
+    check_new(uuid, settings)
     snap = image_snapshot(vm["image_uuid"], settings)
     ti.check_bridges(vm, settings)
     vm["create_timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    dataset = settings.dataset(uuid)
-    created = False
+    cloned = False
     try:
-        run("zfs", "clone", "-o", f"mountpoint={settings.mountpoint(uuid)}",
-            "-o", f"quota={vm['quota']}G" if vm["quota"] else "quota=none", snap, dataset)
-        created = True
-        if ti.zfs_get(dataset, "mounted") != "yes":
-            run("zfs", "mount", dataset)
-        # Only root on the host goes into an instance's dataset.
-        settings.mountpoint(uuid).chmod(0o700)
-        config = settings.config_file(uuid)
-        config.parent.mkdir(mode=0o700, exist_ok=True)
-        set_root_credentials(vm, settings)
-        write_json(config, vm)
+        # The mountpoint is inherited (/zones/<uuid>-partial, then /zones/<uuid>).
+        run("zfs", "clone", "-o", f"quota={vm['quota']}G" if vm["quota"] else "quota=none",
+            snap, settings.partial(uuid))
+        cloned = True
+        fill(vm, settings)
+        ti.finish(uuid, settings)
+        ti.mount(uuid, settings)
         daemon_reload()
         if vm["autoboot"]:
             start(uuid, settings)
     except BaseException:
-        if created:
-            remove(uuid, settings)
+        if cloned:
+            undo_create(uuid, settings)
         raise
     return uuid
+
+
+def fill(vm: dict[str, Any], settings: Settings) -> None:
+    """The unfinished instance's root credentials and config (vm.json last)."""
+    partial = settings.partial(vm["uuid"])
+    if ti.zfs_get(partial, "mounted") != "yes":
+        run("zfs", "mount", partial)
+    where = Path(ti.zfs_get(partial, "mountpoint"))
+    # Only root on the host goes into an instance's dataset.
+    where.chmod(0o700)
+    config = where / settings.config_dir / "vm.json"
+    config.parent.mkdir(mode=0o700, exist_ok=True)
+    set_root_credentials(vm, where / settings.root_dir)
+    write_json(config, vm)
+
+
+def undo_create(uuid: str, settings: Settings) -> None:
+    """What this create made: the unfinished dataset, or the instance once
+    it was renamed (check_new made sure no other was there)."""
+    if ti.zfs_exists(settings.partial(uuid)):
+        ti.discard(uuid, settings)
+    elif ti.zfs_exists(settings.dataset(uuid)):
+        remove(uuid, settings)
 
 
 def start(uuid: str, settings: Settings) -> None:

@@ -1,0 +1,264 @@
+"""Power cuts lose nothing (issue 16 item 17): a node's power is cut while
+setup creates its pool, while an instance writes, and while `vmadm create`
+runs; each next boot imports the pool clean, keeps what was synced, and
+leaves either whole things or no trace of them. Then the node is rebooted
+cleanly REBOOTS times in a row with two autoboot instances, both back every
+time with everything they had.
+
+One node with one blank disk serves the whole module; the tests run in
+order and build on each other. Every boot is a fresh QEMU process, PXE-booted
+with the answers file, as booter would deliver it every time (so a pool the
+node failed to recognise would be set up anew, and the test would see the
+loss). A power cut is SIGKILL to QEMU: SIGTERM or SIGINT would let QEMU
+close its disks cleanly. The disk is not Node.hardware's (cache=unsafe
+ignores the guest's flushes, so a killed QEMU loses what the guest had made
+durable): it is cache=none, a disk with a volatile write cache that honours
+flushes, as a real one (cache=writethrough where O_DIRECT is not available).
+
+VM time under TCG, roughly: the setup cut 35 s; set up, image import and the
+writing instance 155 s; the boot after the write cut and the create cut
+135 s; the boot after that 130 s; then each clean reboot 145 s (shutdown 15,
+boot to login 90, both instances up 30, checks 10). REBOOTS=2 keeps the
+module near 12 minutes; the issue's 10 (TRITON_TEST_REBOOTS=10) take about
+32.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pexpect
+import pytest
+
+from hooks.bootfiles import Module
+from tests.boot.conftest import PASSWORD, pxe_script
+from tests.conftest import REPO
+from tests.lib import container_image
+from tests.lib.node import SCALE, Node
+
+NODE = "d15c0a11-7e57-4c0f-9a1e-0000000000c7"
+DISK = "/dev/disk/by-id/virtio-cuts0"
+ANSWERS = json.dumps({"pool": {"layout": "single", "disks": [DISK]}})
+WRITER = "c0000000-0000-4000-8000-0000000000c1"  # autoboot, writing when the power goes
+CUT = "c0000000-0000-4000-8000-0000000000c2"     # being created when the power goes
+SECOND = "c0000000-0000-4000-8000-0000000000c3"  # the second autoboot instance, if CUT left nothing
+TOKEN = "synced-4711"
+ROOT_PW = "power-cut-pw"
+BOOT_TIMEOUT = 480
+# Clean reboots in a row at the end (the issue asks for 10; see above for time).
+REBOOTS = int(os.environ.get("TRITON_TEST_REBOOTS", "2"))
+figures: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def image(http, logs) -> SimpleNamespace:
+    manifest_path = container_image.build(REPO, logs / "container-image-build.log")
+    http.serve_dir("/images", manifest_path.parent)
+    http.routes["/inject/power-cuts-answers.json"] = ANSWERS.encode()
+    manifest = container_image.load(manifest_path)
+    return SimpleNamespace(uuid=manifest["uuid"], url=http.guest_url(f"/images/{manifest_path.name}"))
+
+
+@pytest.fixture(scope="module")
+def disk(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("power-cuts") / "cuts0.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(d), "4G"], check=True)
+    return d
+
+
+def cache_mode(disk: Path) -> str:
+    """none (O_DIRECT: the guest's flushes reach the file, its other writes
+    may be lost with QEMU), or writethrough where O_DIRECT is refused (tmpfs)."""
+    try:
+        os.close(os.open(disk, os.O_RDONLY | os.O_DIRECT))
+        return "none"
+    except OSError:
+        return "writethrough"
+
+
+def hardware(disk: Path) -> list[str]:
+    return ["-uuid", NODE,
+            "-drive", f"file={disk},if=none,id=disk0,format=qcow2,cache={cache_mode(disk)}",
+            "-device", f"virtio-blk-pci,drive=disk0,serial={disk.stem}"]
+
+
+@pytest.fixture(scope="module")
+def node(platform, http, logs, tmp_path_factory, disk, image):
+    """The node's boots: `state.boot(name)` starts a fresh QEMU (PXE, with
+    the answers file) and returns it at the start of its boot."""
+    answers = Module(http.guest_url("/inject/power-cuts-answers.json"), "/etc/triton/answers.json")
+
+    def boot(name: str) -> Node:
+        tftp = tmp_path_factory.mktemp(f"tftp-cuts-{name}")
+        (tftp / "boot.ipxe").write_text(pxe_script(http, platform, [], [answers]))
+        state.node = Node.pxe(tftp, "boot.ipxe", logs / f"power-cuts-{name}.log", extra=hardware(disk))
+        return state.node
+
+    state = SimpleNamespace(node=None, boot=boot, guid=None, autoboot=[WRITER])
+    yield state
+    if state.node:
+        state.node.close()
+    figures["disk cache"] = cache_mode(disk)
+    print("\n" + "\n".join(f"figure: {k}: {v}" for k, v in figures.items()))
+
+
+def cut_power(node: Node) -> None:
+    """Pull the plug: QEMU gets SIGKILL, so it writes nothing more."""
+    os.kill(node.child.pid, signal.SIGKILL)
+    node.child.expect(pexpect.EOF, timeout=60)
+    node.close()
+
+
+def ready(node: Node) -> float:
+    """Logged in, the boot finished (autoboot instances up); seconds to login."""
+    seconds = node.wait_for_login(BOOT_TIMEOUT)
+    node.login(PASSWORD)
+    node.execute("systemctl is-system-running --wait", timeout=300)
+    return seconds
+
+
+def boot_log(node: Node) -> str:
+    return node.console(last=100000)
+
+
+def payload(**kw) -> str:
+    return json.dumps(kw)
+
+
+def write_payload(node: Node, body: str, path: str) -> None:
+    encoded = base64.b64encode(body.encode()).decode()
+    node.succeed(f"echo {encoded} | base64 -d > {path}")
+
+
+def in_instance(node: Node, uuid: str, command: str, timeout: float = 120) -> str:
+    out = node.succeed(f"machinectl -q shell --setenv=TERM=dumb {uuid} /bin/sh -c {json.dumps(command)}", timeout)
+    return out.replace("\r", "").strip()
+
+
+def traces(node: Node, uuid: str) -> str:
+    """Anything of an instance: datasets, directories, units, generated config."""
+    return node.succeed(f"zfs list -H -o name -t all | grep {uuid}; ls -d /zones/{uuid}* 2>/dev/null; "
+                        f"systemctl list-units --all --no-legend --plain 'triton-instance@{uuid}*'; "
+                        f"ls -d /run/systemd/generator/*{uuid}* 2>/dev/null; true")
+
+
+def healthy(node: Node, guid: str) -> None:
+    """The pool imported clean, and is the one setup made (not set up anew)."""
+    assert node.succeed("zpool status -x zones") == "pool 'zones' is healthy"
+    assert node.succeed("zpool get -H -o value guid zones") == guid
+    assert "triton-pool: setting up from" not in boot_log(node)
+
+
+def test_a_setup_cut_half_way_is_reported_and_runs_again(node):
+    n = node.boot("setup-cut")
+    n.wait_for_console(r"triton-pool: setting up from .*answers.json", BOOT_TIMEOUT)
+    # After the pool exists and before setup is done (it seeds /var next,
+    # for seconds): the boot must find it unfinished. A cut at "setting up
+    # from" lands before anything is on the disk, and leaves nothing to find.
+    n.wait_for_console(r"triton-pool: setup: pool 'zones' created; making its datasets", 120)
+    cut_power(n)
+    n = node.boot("setup-again")
+    found = n.wait_for_console(r"triton-pool: (setup was interrupted: pool 'zones' was created but setup never "
+                               r"finished|pool 'zones' imported)", BOOT_TIMEOUT)
+    assert "setup was interrupted" in found, f"the cut came after setup had finished: {found}"
+    n.wait_for_console(r"triton-pool: setup was interrupted: discarding the unfinished pool 'zones' on /dev/vda", 120)
+    n.wait_for_console(r"triton-pool: created pool 'zones' \(single of /dev/vda\)", 300)
+    n.wait_for_console(r"triton-pool: pool 'zones' imported, ONLINE", 120)
+    figures["boot to login after the setup cut (s)"] = f"{ready(n):.0f}"
+    assert n.succeed("zpool status -x zones") == "pool 'zones' is healthy"
+    assert n.succeed("zpool get -H -o value comment zones") in ("", "-")
+    n.succeed("test -e /zones/.system_pool && test -s /zones/config/setup.json")
+    status = json.loads(n.succeed("triton-pool status --json"))
+    assert status["state"] == "imported" and "setup_interrupted" not in status
+    assert any(m.startswith("setup was interrupted: pool 'zones'") for m in status["messages"])
+    node.guid = n.succeed("zpool get -H -o value guid zones")
+
+
+def test_an_instance_keeps_what_it_synced_when_the_power_goes(node, image):
+    n = node.node
+    assert n.succeed(f"imgadm import {image.url}", 600).startswith(f"Imported image {image.uuid}")
+    write_payload(n, payload(uuid=WRITER, alias="writer", image_uuid=image.uuid, autoboot=True), "/tmp/writer.json")
+    began = time.monotonic()
+    n.succeed("vmadm create -f /tmp/writer.json", 300)
+    figures["vmadm create to running (s)"] = f"{time.monotonic() - began:.0f}"
+    in_instance(n, WRITER, f"echo {TOKEN} > /root/token && sync")
+    n.succeed(f"echo {TOKEN} > /opt/power-cut-token && sync")
+    # Writing, and syncing, all the time, when the power goes.
+    in_instance(n, WRITER, "systemd-run --unit=churn /bin/sh -c 'while :; do dd if=/dev/urandom "
+                           "of=/root/churn bs=64k count=32 conv=fsync status=none; done'")
+    in_instance(n, WRITER, "sleep 3; test -s /root/churn")
+    cut_power(n)
+    n = node.boot("after-writing")
+    figures["boot to login after the write cut (s)"] = f"{ready(n):.0f}"
+    healthy(n, node.guid)
+    assert n.succeed(f"systemctl -M {WRITER} is-system-running --wait", 300) == "running"
+    assert in_instance(n, WRITER, "cat /root/token") == TOKEN
+    assert n.succeed("cat /opt/power-cut-token") == TOKEN
+    assert n.succeed(f"vmadm list -H -o uuid,state | grep {WRITER}").split() == [WRITER, "running"]
+
+
+def test_a_create_cut_half_way_is_whole_or_leaves_no_trace(node, image):
+    n = node.node
+    write_payload(n, payload(uuid=CUT, alias="cut", image_uuid=image.uuid, autoboot=True,
+                             internal_metadata={"root_pw": ROOT_PW}), "/tmp/cut.json")
+    # The power goes as soon as the instance's dataset is on the pool: while
+    # vmadm fills it, or just after it finished it.
+    n.child.sendline(f"(vmadm create -f /tmp/cut.json >/tmp/cut.log 2>&1 &); "
+                     f"until zfs list -H -o name zones/{CUT}-partial zones/{CUT} 2>/dev/null | grep -q .; "
+                     f"do sleep 0.2; done; echo CUT-NOW-$((6*7))")
+    n.expect(r"CUT-NOW-42", 120)
+    cut_power(n)
+    n = node.boot("after-create-cut")
+    figures["boot to login after the create cut (s)"] = f"{ready(n):.0f}"
+    healthy(n, node.guid)
+    log = boot_log(n)
+    if n.execute(f"zfs list -H -o name zones/{CUT}")[0] == 0:
+        figures["the create cut left"] = "a whole instance"
+        assert n.succeed(f"systemctl -M {CUT} is-system-running --wait", 300) == "running"
+        assert json.loads(n.succeed(f"vmadm get {CUT}"))["state"] == "running"
+        n.succeed(f"test -s /zones/{CUT}/config/vm.json && ! zfs list zones/{CUT}-partial 2>/dev/null")
+        assert n.succeed(f"grep -c '^root:\\$6\\$' /zones/{CUT}/root/etc/shadow") == "1"
+        node.autoboot.append(CUT)
+    else:
+        figures["the create cut left"] = "nothing"
+        assert f"triton-pool: removed zones/{CUT}-partial: a `vmadm create` cut short" in log
+        assert traces(n, CUT) == ""
+        assert CUT not in n.succeed("vmadm list -H")
+        write_payload(n, payload(uuid=SECOND, alias="second", image_uuid=image.uuid, autoboot=True),
+                      "/tmp/second.json")
+        n.succeed("vmadm create -f /tmp/second.json", 300)
+        node.autoboot.append(SECOND)
+    assert in_instance(n, WRITER, "cat /root/token") == TOKEN
+    assert n.succeed(f"imgadm list | grep -c {image.uuid}") == "1"
+
+
+def test_two_autoboot_instances_come_back_after_every_reboot(node):
+    assert len(node.autoboot) == 2, node.autoboot
+    n = node.node
+    seconds = []
+    for i in range(REBOOTS):
+        for uuid in node.autoboot:
+            in_instance(n, uuid, f"echo boot-{i} >> /root/boots && sync")
+        n.child.sendline("systemctl reboot")
+        # -no-reboot: the guest's reboot ends QEMU, and a new one PXE-boots it.
+        n.child.expect(pexpect.EOF, timeout=240 * SCALE)
+        n.close()
+        began = time.monotonic()
+        n = node.boot(f"reboot-{i + 1}")
+        ready(n)
+        healthy(n, node.guid)
+        for uuid in node.autoboot:
+            assert n.succeed(f"systemctl -M {uuid} is-system-running --wait", 300) == "running", (i, uuid)
+            assert in_instance(n, uuid, "cat /root/boots") == "\n".join(f"boot-{j}" for j in range(i + 1))
+        assert in_instance(n, WRITER, "cat /root/token") == TOKEN
+        assert n.succeed("cat /opt/power-cut-token") == TOKEN
+        seconds.append(time.monotonic() - began)
+    figures[f"{REBOOTS} clean reboots, each to both instances running (s)"] = \
+        " ".join(f"{s:.0f}" for s in seconds) or "-"

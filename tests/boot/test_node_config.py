@@ -30,6 +30,9 @@ from tests.lib.netns import Netns
 from tests.lib.node import SCALE, Node
 
 SYSTEM_UUID = "3e4f5a6b-7c8d-4e9f-8a0b-1c2d3e4f5a6b"
+# SYSTEM_UUID (QEMU -uuid, what dmidecode prints) in SmartOS's byte order:
+# sysinfo's UUID.
+SYSINFO_UUID = "6b5a4f3e-8d7c-9f4e-8a0b-1c2d3e4f5a6b"
 ADMIN = Node.MAC
 EXT, S1, S2 = "52:54:00:aa:bb:01", "52:54:00:aa:bb:02", "52:54:00:aa:bb:03"
 ANSWERS = json.dumps({"pool": {"layout": "single", "disks": ["/dev/disk/by-id/virtio-zones1"]}})
@@ -213,7 +216,10 @@ def test_the_vlan_address_goes_out_tagged_on_the_external_nic(cn, net):
 
 def test_sysinfo_reports_tags_aggregation_and_setup(cn):
     info = json.loads(cn.node.succeed("sysinfo"))
-    nics = {e["MAC Address"]: e for e in info["Network Interfaces"].values()}
+    # The physical NICs; aggregations are listed too, as on SmartOS, with
+    # their own tags (the bond has its first port's MAC).
+    nics = {e["MAC Address"]: e for n, e in info["Network Interfaces"].items() if n not in info["Link Aggregations"]}
+    assert info["Network Interfaces"]["aggr0"]["NIC Names"] == ["storage"]
     assert nics[ADMIN]["NIC Names"] == ["admin"] and nics[ADMIN]["ip4addr"] == "10.0.2.15"
     assert nics[EXT]["NIC Names"] == ["external"]
     assert nics[S1]["NIC Names"] == [] and S2 in nics
@@ -223,8 +229,9 @@ def test_sysinfo_reports_tags_aggregation_and_setup(cn):
     assert vnics["external0.42"]["VLAN"] == "42" and vnics["external0.42"]["ip4addr"] == "192.168.78.20"
     assert vnics["storage0"]["Host Interface"] == "aggr0"
     assert info["Admin IP"] == "10.0.2.15" and info["Hostname"] == "cn-test-1"
-    assert info["Datacenter Name"] == "test-dc" and info["Setup"] == "true"
-    assert info["Boot Parameters"]["boot"] == "live" and info["UUID"] == SYSTEM_UUID
+    # Set up from an answers file, not by Triton's setup scripts: not set up for CNAPI.
+    assert info["Datacenter Name"] == "test-dc" and info["Setup"] == "false"
+    assert info["Boot Parameters"]["boot"] == "live" and info["UUID"] == SYSINFO_UUID
 
 
 def test_an_agent_and_an_operator_hook_on_the_pool(cn, net):

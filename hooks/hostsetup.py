@@ -77,6 +77,8 @@ HOST_PACKAGES: dict[str, str] = {
     "mtools": "the live media's EFI and config partitions",
     "dosfstools": "the USB image's config partition",
     "ovmf": "UEFI firmware for the live media boot tests",
+    "nodejs": "unit tests run the node's json command (/usr/triton/bin/json) as the node does",
+    "openssh-client": "boot tests log in over ssh with the root key booter delivers",
 }
 # Packages that must come from backports on bookworm, with the minimum version.
 BACKPORTED = {"mkosi": "24.3"}

@@ -104,3 +104,22 @@ def test_network_plan_with_networking_json_uses_it(networking):
                          '[{"nic_tag": "admin", "ip": "10.0.2.15", "netmask": "255.255.255.0"}]}' % ADMIN)
     plan = nc.network_plan("BOOTIF=01-52-54-00-12-34-56 ip=10.99.99.7:::255.255.255.0::", {}, "0", [ADMIN])
     assert plan.from_file and [str(v.address) for v in plan.vnics] == ["10.0.2.15/24"]
+
+
+def test_root_keys_as_booter_delivers_them_and_from_etc_triton(monkeypatch, tmp_path):
+    """booter's per-node files arrive as /etc/triton-<name> (a CNAPI
+    boot_module root_authorized_keys is /etc/triton-root_authorized_keys);
+    /etc/triton/root_authorized_keys and a TRITONCFG stick's are
+    root_authorized_keys. Both are added to what the pool kept, once each."""
+    boot, ssh = tmp_path / "boot", tmp_path / "root/.ssh"
+    boot.mkdir()
+    ssh.mkdir(parents=True)
+    (ssh / "authorized_keys").write_text("ssh-ed25519 AAAAkept kept\n")
+    (boot / "triton-root_authorized_keys").write_text("ssh-ed25519 AAAAbooter booter\nssh-ed25519 AAAAkept kept\n")
+    (boot / "root_authorized_keys").write_text("ssh-ed25519 AAAAbooter booter\nssh-ed25519 AAAAstick stick\n\n")
+    monkeypatch.setattr(nc, "BOOT", boot)
+    monkeypatch.setattr(nc, "ROOT_SSH", ssh)
+    nc.apply_credentials({})
+    assert (ssh / "authorized_keys").read_text().splitlines() == [
+        "ssh-ed25519 AAAAkept kept", "ssh-ed25519 AAAAbooter booter", "ssh-ed25519 AAAAstick stick"]
+    assert (ssh / "authorized_keys").stat().st_mode & 0o777 == 0o600

@@ -14,7 +14,10 @@ them in /run/triton/boot/:
   networkd files by triton_network. Without a usable one, booter's boot
   parameters on the kernel command line (<tag>_nic=, <aggr>_aggr=, ip=,
   hostname=), which booter itself falls back to.
-- root_authorized_keys (iPXE `module ... /etc/triton/root_authorized_keys`).
+- root's ssh keys: root_authorized_keys as booter delivers it (a CNAPI
+  boot_module, /etc/triton-root_authorized_keys in the initramfs, kept as
+  triton-root_authorized_keys), from /etc/triton/root_authorized_keys, or
+  from a TRITONCFG stick.
 
 It writes /run/systemd/network/10-triton-*, /run/systemd/resolved.conf.d/
 and /run/systemd/timesyncd.conf.d/ drop-ins, the kernel host name and
@@ -49,6 +52,10 @@ CMDLINE = Path("/proc/cmdline")
 ETC_HOSTNAME = Path("/etc/hostname")
 ISSUE = Path("/run/issue.d/40-triton-config.issue")
 INSTANCES = Path("/usr/lib/triton/instances.json")
+# Root's keys as booter delivers them (its per-node files arrive as
+# /etc/triton-<name>), and as /etc/triton/ or a TRITONCFG stick carries them.
+KEY_FILES = ("triton-root_authorized_keys", "root_authorized_keys")
+ROOT_SSH = Path("/root/.ssh")
 HOSTNAME_RE = re.compile(r"(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
                          r"(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*")
 PROG = "triton-node-config"
@@ -215,19 +222,23 @@ def apply_credentials(cfg: dict[str, str]) -> None:
     if shadow:
         subprocess.run(["usermod", "--password", shadow, "root"], check=True)
         say("root password set from node.config root_shadow")
-    keys = BOOT / "root_authorized_keys"
-    if keys.is_file():
-        ssh = Path("/root/.ssh")
+    delivered = [BOOT / name for name in KEY_FILES if (BOOT / name).is_file()]
+    if delivered:
+        ssh = ROOT_SSH
         ssh.mkdir(mode=0o700, exist_ok=True)
         # Keys kept on the system pool (restored by the initrd) stay; the
         # delivered ones are added.
         target = ssh / "authorized_keys"
         # Bytes that are not UTF-8 are kept as they are, not a reason to fail.
         have = target.read_text(errors="surrogateescape").splitlines() if target.is_file() else []
-        added = [k for k in keys.read_text(errors="surrogateescape").splitlines() if k.strip() and k not in have]
+        added: list[str] = []
+        for keys in delivered:
+            for k in keys.read_text(errors="surrogateescape").splitlines():
+                if k.strip() and k not in have and k not in added:
+                    added.append(k)
         target.write_text("".join(line + "\n" for line in have + added), errors="surrogateescape")
         target.chmod(0o600)
-        say(f"{len(added)} root ssh key(s) added from root_authorized_keys")
+        say(f"{len(added)} root ssh key(s) added from {', '.join(k.name for k in delivered)}")
 
 
 def main() -> int:

@@ -317,3 +317,17 @@ def test_with_malformed_files_the_node_is_reachable_on_the_admin_nic(bad_node):
     assert n.succeed("hostname") == "cn-from-node-config"
     assert n.succeed("timedatectl show-timesync -p SystemNTPServers --value") == "192.0.2.123"
     assert n.succeed("systemctl --failed --no-legend --plain") == ""
+
+
+def test_with_malformed_files_usr_triton_config_leaves_the_bad_one_out_and_says_so(bad_node):
+    """No pool here: /usr/triton/config is a directory in RAM. Its
+    node.config (with lines config.sh skips) is there; the cut-short
+    networking.json is not, and the console says why."""
+    n = bad_node
+    n.succeed("test -d /usr/triton/config && ! test -L /usr/triton/config")
+    assert n.succeed("cat /usr/triton/config/node.config") == BAD_NODE_CONFIG.rstrip("\n")
+    n.fails("ls /usr/triton/config/triton-networking.json")
+    log = n.succeed("journalctl -b -o cat -u triton-config-dir")
+    assert ("PROBLEM: /run/triton/boot/triton-networking.json: not valid JSON" in log
+            and "/usr/triton/config/triton-networking.json is absent" in log), log
+    assert n.succeed("systemctl is-active triton-config-dir") == "active"

@@ -1,6 +1,7 @@
 """What is inside the root squashfs."""
 
 import json
+import os
 import re
 import subprocess
 
@@ -217,3 +218,39 @@ def test_nodes_python_is_byte_compiled_for_the_images_interpreter(image_root):
     assert res.returncode == 0, res.stderr
     rewritten = image_root.workdir / "upper/usr/lib/triton/__pycache__"
     assert not rewritten.exists() or not any(rewritten.iterdir()), sorted(rewritten.iterdir())
+
+
+def test_systemd_network_generator_is_not_started(image_root):
+    """triton-node-config owns the network; the generator would fail on
+    booter's ip=<ip>:::<mask>:: and give ip=<ip>:::<mask>:::none's address
+    to every NIC."""
+    assert "systemd-network-generator.service" not in enabled_units(image_root.path)
+
+
+def test_usr_node_and_usr_triton_as_triton_expects_them(image_root):
+    root = image_root.path
+    for tool in ("usr/triton/bin/config.sh", "usr/triton/bin/json", "usr/triton/bin/zonename",
+                 "usr/triton/bin/imgadm", "usr/triton/bin/vmadm", "usr/triton/bin/sdc-factoryreset",
+                 "usr/node/bin/node", "usr/node/bin/json", "usr/bin/uuid", "usr/sbin/ntpdate", "usr/bin/ntpdig"):
+        assert os.access(root / tool, os.X_OK) or (root / tool).is_symlink(), tool
+    assert (root / "usr/triton/defaults/systemd.env").is_file()
+    # Made at boot (a link to the pool's /opt/triton/config, or a directory in RAM).
+    assert not (root / "usr/triton/config").exists()
+    res = image_root.run(["/usr/node/bin/node", "-e", "console.log(process.versions.node)"])
+    assert res.returncode == 0 and res.stdout.split(".")[0].isdigit(), res.stderr
+    res = image_root.run(["sh", "-c", "echo '{\"UUID\": \"u\", \"MiB of Memory\": 512}' | "
+                          "/usr/triton/bin/json 'MiB of Memory' && /usr/triton/bin/zonename && uuid -v4"])
+    lines = res.stdout.split()
+    assert res.returncode == 0 and lines[:2] == ["512", "global"] and len(lines[2]) == 36, res.stderr
+
+
+def test_config_sh_and_the_config_dir_with_the_images_own_tools(image_root):
+    res = image_root.run(["bash", "-c", "mkdir -p /var/tmp/node.config && "
+                          "echo \"sapi_domain='sapi.dc.example' x=\\$(touch /tmp/ran)\" > /var/tmp/node.config/node.config && "
+                          ". /usr/triton/bin/config.sh && load_sdc_config && echo \"$CONFIG_sapi_domain\" && "
+                          "! test -e /tmp/ran"])
+    assert res.returncode == 0 and res.stdout.strip() == "sapi.dc.example", res.stdout + res.stderr
+    res = image_root.run(["sh", "-c", "/usr/lib/triton/triton_configdir.py && cat /usr/triton/config/systemd.env"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "PROBLEM: no node.config was delivered with this boot and the pool keeps none" in res.stdout
+    assert "TRITON_AGENT_DIR=/opt/smartdc/agents" in res.stdout

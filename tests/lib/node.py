@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -91,10 +92,14 @@ class Node:
         self.logged_in = False
 
     @staticmethod
-    def netdev(tftp: Optional[Path] = None, bootfile: Optional[str] = None) -> list[str]:
+    def netdev(tftp: Optional[Path] = None, bootfile: Optional[str] = None,
+               hostfwd: Sequence[str] = ()) -> list[str]:
+        """The admin NIC on QEMU's user-mode network; `hostfwd` forwards
+        ports of the host's loopback to the node (tcp:127.0.0.1:2222-:22)."""
         user = "user,id=n0,restrict=off"
         if tftp:
             user += f",tftp={tftp},bootfile={bootfile}"
+        user += "".join(f",hostfwd={h}" for h in hostfwd)
         return ["-netdev", user, "-device", f"virtio-net-pci,netdev=n0,mac={Node.MAC}"]
 
     @staticmethod
@@ -117,9 +122,10 @@ class Node:
 
     @classmethod
     def pxe(cls, tftp: Path, bootfile: str, log_path: Path, memory_mib: int = 2048,
-            extra: Sequence[str] = (), preexec_fn: Optional[Callable[[], None]] = None) -> "Node":
+            extra: Sequence[str] = (), preexec_fn: Optional[Callable[[], None]] = None,
+            hostfwd: Sequence[str] = ()) -> "Node":
         """PXE boot from the first NIC (user-mode network: the admin NIC)."""
-        argv = [*qemu_base(memory_mib), *cls.netdev(tftp, bootfile), "-boot", "n", *extra]
+        argv = [*qemu_base(memory_mib), *cls.netdev(tftp, bootfile, hostfwd), "-boot", "n", *extra]
         return cls(argv, log_path, preexec_fn)
 
     # -- waiting ------------------------------------------------------------------
@@ -213,3 +219,55 @@ class Node:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Ssh:
+    """A node's shell over ssh, through a port of the host's loopback that
+    QEMU forwards to the node (Node.pxe(..., hostfwd=[f"tcp:127.0.0.1:{port}-:22"])):
+    for a node whose console the test cannot read (booter's serial "none",
+    console=ttyS-1, leaves no serial console). The same execute, succeed
+    and fails as Node's console shell."""
+
+    def __init__(self, node: Node, port: int, key: Path) -> None:
+        self.node, self.port, self.key = node, port, key
+
+    def argv(self, command: str) -> list[str]:
+        return ["ssh", "-p", str(self.port), "-i", str(self.key), "-o", "BatchMode=yes",
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                "-o", "ConnectTimeout=10", "root@127.0.0.1", f"( {command} ) 2>&1"]
+
+    def execute(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        try:
+            res = subprocess.run(self.argv(command), capture_output=True, text=True, timeout=timeout * SCALE,
+                                 stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return 255, f"ssh: `{command}` did not finish in {timeout * SCALE:.0f}s"
+        return res.returncode, (res.stdout + res.stderr).strip("\n")
+
+    def succeed(self, command: str, timeout: float = 60) -> str:
+        rc, out = self.execute(command, timeout)
+        if rc != 0:
+            raise AssertionError(f"`{command}` (over ssh) failed with exit status {rc}:\n{out}")
+        return out
+
+    def fails(self, command: str, timeout: float = 60) -> str:
+        rc, out = self.execute(command, timeout)
+        if rc == 0:
+            raise AssertionError(f"`{command}` (over ssh) succeeded but should have failed:\n{out}")
+        return out
+
+    def wait_until_up(self, timeout: float = 240) -> float:
+        """Wait until root logs in with the key; the seconds since QEMU started."""
+        deadline = time.monotonic() + timeout * SCALE
+        last = ""
+        while True:
+            # Keep QEMU's console output flowing into the log.
+            self.node.child.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=1)
+            if not self.node.child.isalive():
+                self.node.fail("QEMU exited while waiting for ssh")
+            rc, last = self.execute("true", timeout=30)
+            if rc == 0:
+                return time.monotonic() - self.node.started
+            if time.monotonic() > deadline:
+                self.node.fail(f"no ssh login after {timeout * SCALE:.0f}s (last: {last})")
+            time.sleep(5)

@@ -147,3 +147,54 @@ def test_every_module_in_the_initrd_has_its_soft_dependencies(moddir):
             if not wanted & set(names):
                 missing.append(f"{name} wants {dep}")
     assert not missing, "\n".join(missing)
+
+
+def tftp_server(data: bytes, sock) -> None:
+    """One RRQ answered with `data` in 512-byte blocks, no options, block
+    numbers wrapping past 65535 (as a TFTP server that ignores curl's options)."""
+    import socket
+    import struct
+    _, peer = sock.recvfrom(2048)
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.bind(("127.0.0.1", 0))
+    out.settimeout(5)
+    n = 0
+    for offset in range(0, len(data) + 1, 512):
+        n += 1
+        packet = struct.pack("!HH", 3, n & 0xFFFF) + data[offset:offset + 512]
+        for _ in range(5):
+            out.sendto(packet, peer)
+            try:
+                ack, _ = out.recvfrom(64)
+            except socket.timeout:
+                continue
+            if struct.unpack("!HH", ack[:4]) == (4, n & 0xFFFF):
+                break
+        else:
+            return
+    out.close()
+
+
+def test_the_initrds_curl_fetches_a_root_over_tftp(initrd_tree, tmp_path):
+    """booter's fetch= is tftp:// when its ipxeHTTP is off: the initrd's curl,
+    with fetch-rootfs's options, fetches over TFTP past block 65535."""
+    import os
+    import socket
+    import threading
+    data = os.urandom(65536 * 512 + 4096)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    server = threading.Thread(target=tftp_server, args=(data, sock), daemon=True)
+    server.start()
+    lib = initrd_tree / "usr/lib/x86_64-linux-gnu"
+    res = subprocess.run([str(initrd_tree / "lib64/ld-linux-x86-64.so.2"), "--library-path", str(lib),
+                          str(initrd_tree / "usr/bin/curl"), "--fail", "--silent", "--show-error", "--location",
+                          "--globoff", "--connect-timeout", "5", "--speed-limit", "1024", "--speed-time", "20",
+                          "--max-time", "120", "--max-filesize", str(len(data)), "--output", str(tmp_path / "root"),
+                          "--", f"tftp://127.0.0.1:{sock.getsockname()[1]}/filesystem.squashfs"],
+                         capture_output=True, text=True, timeout=180)
+    server.join(30)
+    sock.close()
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "root").read_bytes() == data
+    assert "--max-filesize" in (initrd_tree / "usr/lib/triton/fetch-rootfs").read_text()

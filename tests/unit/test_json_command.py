@@ -82,6 +82,8 @@ def test_conditions_keys_and_validate():
     (["-f"], "{}", "json: -f needs a value"),
     (["-f", "/nonexistent/file"], None, "json: cannot read /nonexistent/file"),
     (["-a", "x"], '{"x": 1}', "json: -a: the input is not an array"),
+    (["-e", "this.a.b.c = 1"], "{}", "json: -e/-c code failed: TypeError"),
+    (["-c", "syntax error here"], "{}", "json: -e/-c code failed: SyntaxError"),
 ])
 def test_errors_say_what_and_fail(args, stdin, error):
     res = run(args, stdin)

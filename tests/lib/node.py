@@ -5,6 +5,7 @@
     node.wait_for_login()
     node.login(password)
     node.succeed("zpool list")
+    Ssh(node, port, key).succeed(...)                # a node without a serial console
 
 The console is QEMU's second serial port (ttyS1), because that is where
 booter's `console=ttyS1,115200n8` sends it. Every wait also watches for the

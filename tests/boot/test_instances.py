@@ -98,14 +98,13 @@ def hostile_images(base: Path, out: Path) -> dict[str, Path]:
         (info("usr/local/bin/rootshell", mode=0o4755), b"#!/bin/sh\n"),
         (info("dev/sda", tarfile.BLKTYPE, 0o666, devmajor=8, devminor=0), None),
     ], uuid=HOSTILE_IMAGE)
-    # 640 MiB that zstd packs into about 1 MiB and ZFS's lz4 cannot compress:
-    # well past the 256 MiB import quota, even with the dirty data ZFS lets a
-    # dataset write beyond its quota before the next transaction group.
+    # 300 MiB that zstd packs into about 1 MiB and ZFS's lz4 cannot compress:
+    # past the 256 MiB import quota.
     block = os.urandom(1 << 20)
     bomb_dir = out / "bomb"
     bomb_dir.mkdir(exist_ok=True)
     with open(bomb_dir / "zero", "wb") as f:
-        for _ in range(640):
+        for _ in range(300):
             f.write(block)
     subprocess.run(["tar", "-C", str(bomb_dir), "-cf", str(out / "bomb.tar"), "."], check=True)
     (bomb_dir / "zero").unlink()

@@ -101,7 +101,8 @@ def hostile_images(base: Path, out: Path) -> dict[str, Path]:
         (info("usr/local/bin/rootshell", mode=0o4755), b"#!/bin/sh\n"),
         (info("dev/sda", tarfile.BLKTYPE, 0o666, devmajor=8, devminor=0), None),
     ], uuid=HOSTILE_IMAGE)
-    # 300 MiB that zstd packs into about 1 MiB and ZFS's lz4 cannot compress.
+    # 300 MiB that zstd packs into about 1 MiB and ZFS's lz4 cannot compress:
+    # past the 256 MiB import quota.
     block = os.urandom(1 << 20)
     bomb_dir = out / "bomb"
     bomb_dir.mkdir(exist_ok=True)

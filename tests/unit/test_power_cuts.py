@@ -123,7 +123,7 @@ class FakeZfs:
 
     def do(self, argv: list[str]) -> tuple[str, int]:
         cmd, args = argv[:2], argv[2:]
-        if argv[0] == "systemctl":
+        if argv[0] in ("systemctl", "sync"):
             return "", 0
         if cmd == ["zfs", "list"] and args[-2] == "2":  # LEFTOVERS_LISTING
             rows = [f"{n}\t{d.origin}\t{d.props.get('exec', 'on')}" for n, d in sorted(self.datasets.items())]
@@ -133,7 +133,8 @@ class FakeZfs:
         if cmd == ["zfs", "get"]:
             prop, name = args[-2:]
             d = self.datasets[name]
-            value = {"mounted": "yes" if d.mounted else "no", "mountpoint": str(self.path(name))}.get(prop)
+            value = {"mounted": "yes" if d.mounted else "no", "mountpoint": str(self.path(name)),
+                     "used": "0"}.get(prop)
             return (value or d.props.get(prop, "-")) + "\n", 0
         if cmd == ["zfs", "clone"] or cmd == ["zfs", "create"]:
             props = dict(a.split("=", 1) for a in args[:-1] if "=" in a)

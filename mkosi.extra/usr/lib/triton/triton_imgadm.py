@@ -242,7 +242,8 @@ def extract(src: str, fileinfo: dict[str, Any], root: Path, uid_base: int) -> No
     if rc != 0:
         if "quota exceeded" in err:
             raise InstanceError(f"{src}: the image unpacks to more than its import quota "
-                                f"({IMPORT_QUOTA_FACTOR}x its {limit} bytes): refused as a bomb")
+                                f"({IMPORT_QUOTA_FACTOR}x its {limit} bytes, at least "
+                                f"{IMPORT_QUOTA_MIN >> 20} MiB): refused as a bomb")
         raise InstanceError(f"{src}: cannot unpack the image ({compression}): {err.strip()}")
 
 
@@ -298,6 +299,14 @@ def unpack(src: str, manifest: dict[str, Any], settings: Settings) -> None:
     root = where / settings.root_dir
     root.mkdir(mode=0o755)
     extract(src, manifest["files"][0], root, ti.IMAGE_UID_BASE)
+    # ZFS checks a quota per transaction group, so a fast writer can end a
+    # little past it without an error: what was written is what counts.
+    run("sync", "-f", str(root))
+    limit = import_quota(manifest["files"][0]["size"])
+    if int(ti.zfs_get(partial, "used")) > limit:
+        raise InstanceError(f"{src}: the image unpacks to more than its import quota "
+                            f"({IMPORT_QUOTA_FACTOR}x its {manifest['files'][0]['size']} bytes, at least "
+                            f"{IMPORT_QUOTA_MIN >> 20} MiB): refused as a bomb")
     if not (root / "etc").is_dir() or (root / "etc").is_symlink():
         raise InstanceError(f"{src}: the tarball holds no root filesystem (no etc/ at its top)")
     run("zfs", "set", "quota=none", partial)

@@ -190,12 +190,12 @@ def test_toram_0_reads_the_root_from_the_medium_through_dm_verity(platform, medi
         assert node.succeed("dmsetup status triton-root").split()[-1] == "V"
         # dm-verity reads the medium's own files (read-only loop devices),
         # not a copy in RAM: the squashfs as data, its tree as hashes.
-        loops = dict(line.split(None, 1) for line in
-                     node.succeed("losetup -n --raw -O MAJ:MIN,BACK-FILE").splitlines())
+        loops = dict(line.split() for line in
+                     node.succeed("losetup -n -O MAJ:MIN,BACK-FILE").splitlines())
         data_dev, hash_dev = table[4], table[5]
         assert loops[data_dev].endswith(f"/platform-{platform.stamp}/x86_64/filesystem.squashfs"), loops
         assert loops[hash_dev].endswith(f"/platform-{platform.stamp}/x86_64/filesystem.squashfs.verity"), loops
-        assert node.succeed("losetup -n --raw -O RO").split() == ["1", "1"]
+        assert node.succeed("losetup -n -O RO").split() == ["1", "1"]
         node.execute("systemctl is-system-running --wait", timeout=300)
         assert node.succeed("systemctl --failed --no-legend --plain") == ""
 

@@ -77,14 +77,29 @@ def test_machine_id_is_left_for_first_boot(image_root):
     assert not mid.exists() or mid.read_text().strip() in ("", "uninitialized")
 
 
+def masked(root, unit):
+    return any(os.readlink(p) == "/dev/null" for p in (root / "etc/systemd/system" / unit,
+                                                        root / "usr/lib/systemd/system" / unit) if p.is_symlink())
+
+
 def enabled_units(root):
+    """Units the image starts: wanted by a target and not masked (a masked
+    unit never starts, whatever wants it)."""
     units = set()
     for wants in (root / "etc/systemd/system").glob("*.wants"):
         units.update(p.name for p in wants.iterdir())
     for f in (root / "usr/lib/systemd/system").rglob("*"):
         if f.is_file() and f.name.startswith("triton-"):
             units.add(f.name)
-    return sorted(u for u in units if "@" not in u or not u.endswith("@.service"))
+    return sorted(u for u in units if ("@" not in u or not u.endswith("@.service")) and not masked(root, u))
+
+
+@pytest.mark.parametrize("unit", ["zfs-mount.service", "systemd-network-generator.service", "nftables.service"])
+def test_what_must_never_run_is_masked(image_root, unit):
+    """zfs mount -a would mount a foreign pool's datasets; the network
+    generator fails on booter's ip= (and spreads ip=...:::none to every NIC);
+    nftables.service would flush the instance ports' filters."""
+    assert masked(image_root.path, unit), unit
 
 
 def test_units_pass_systemd_analyze_verify(image_root):

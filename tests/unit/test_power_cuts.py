@@ -123,7 +123,7 @@ class FakeZfs:
 
     def do(self, argv: list[str]) -> tuple[str, int]:
         cmd, args = argv[:2], argv[2:]
-        if argv[0] in ("systemctl", "sync"):
+        if argv[0] == "systemctl" or argv[:2] == ["zpool", "sync"]:
             return "", 0
         if cmd == ["zfs", "list"] and args[-2] == "2":  # LEFTOVERS_LISTING
             rows = [f"{n}\t{d.origin}\t{d.props.get('exec', 'on')}" for n, d in sorted(self.datasets.items())]

@@ -300,8 +300,9 @@ def unpack(src: str, manifest: dict[str, Any], settings: Settings) -> None:
     root.mkdir(mode=0o755)
     extract(src, manifest["files"][0], root, ti.IMAGE_UID_BASE)
     # ZFS checks a quota per transaction group, so a fast writer can end a
-    # little past it without an error: what was written is what counts.
-    run("sync", "-f", str(root))
+    # little past it without an error: what was written is what counts, and
+    # `used` is only current once the pool has synced its transaction group.
+    run("zpool", "sync", settings.pool)
     limit = import_quota(manifest["files"][0]["size"])
     if int(ti.zfs_get(partial, "used")) > limit:
         raise InstanceError(f"{src}: the image unpacks to more than its import quota "

@@ -101,8 +101,9 @@ def hostile_images(base: Path, out: Path) -> dict[str, Path]:
         (info("usr/local/bin/rootshell", mode=0o4755), b"#!/bin/sh\n"),
         (info("dev/sda", tarfile.BLKTYPE, 0o666, devmajor=8, devminor=0), None),
     ], uuid=HOSTILE_IMAGE)
-    # 300 MiB that zstd packs into about 1 MiB and ZFS's lz4 cannot compress:
-    # past the 256 MiB import quota.
+    # 300 MiB that zstd packs into about 1 MiB (--long finds the 1 MiB
+    # repeats; plain -3 left 30 MB, whose 20x allowance fits it) and ZFS's lz4
+    # cannot compress: past the 256 MiB import quota.
     block = os.urandom(1 << 20)
     bomb_dir = out / "bomb"
     bomb_dir.mkdir(exist_ok=True)
@@ -111,7 +112,7 @@ def hostile_images(base: Path, out: Path) -> dict[str, Path]:
             f.write(block)
     subprocess.run(["tar", "-C", str(bomb_dir), "-cf", str(out / "bomb.tar"), "."], check=True)
     (bomb_dir / "zero").unlink()
-    subprocess.run(["zstd", "-q", "-f", "--rm", "-3", str(out / "bomb.tar")], check=True)
+    subprocess.run(["zstd", "-q", "-f", "--rm", "-3", "--long=27", str(out / "bomb.tar")], check=True)
     bomb = image_pack.write_manifest(out / "bomb.tar.zst", name="bomb", version="1", image_uuid=BOMB_IMAGE)
     device = pack("device", [(info("etc/disk", tarfile.BLKTYPE, 0o666, devmajor=8, devminor=0), None)],
                   uuid=DEVICE_IMAGE)

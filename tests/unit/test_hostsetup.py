@@ -39,7 +39,7 @@ def test_missing_packages_checks_minimum_versions():
 
 
 DEB822 = """Types: deb
-# http://snapshot.debian.org/archive/debian/20250520T000000Z
+# a comment line, as the host may have
 URIs: http://mirror.example/debian/
 Suites: bookworm bookworm-updates
 Components: main

@@ -205,7 +205,7 @@ def extract(src: str, fileinfo: dict[str, Any], root: Path, uid_base: int) -> No
         # The image's own /dev is never used (instances get a fresh one), so
         # its device nodes are not even tried; one anywhere else fails.
         argv = ["tar", "-x", "--numeric-owner", "--same-permissions", "--same-owner", "--no-overwrite-dir",
-                "--xattrs", "--xattrs-include=user.*", "--xattrs-include=security.capability", "--acls",
+                "--xattrs", "--xattrs-include=user.*", "--xattrs-include=security.capability",
                 "--anchored", "--exclude=dev/*", "--exclude=./dev/*"] + ([flag] if flag else [])
         # tar's complaints go to a file: a pipe nobody reads while we feed
         # tar could fill and stall both.
@@ -230,8 +230,10 @@ def extract(src: str, fileinfo: dict[str, Any], root: Path, uid_base: int) -> No
                 os.kill(pid, 9)
             status = os.waitpid(pid, 0)[1]
         rc = os.waitstatus_to_exitcode(status)
-        errors.seek(0)
-        err = errors.read(4096).decode(errors="replace")
+        # tar's last lines say why it stopped.
+        size_err = errors.seek(0, os.SEEK_END)
+        errors.seek(max(0, size_err - 4096))
+        err = "\n".join(errors.read().decode(errors="replace").splitlines()[-6:])
     if too_long:
         raise InstanceError(f"{src}: the file is longer than the manifest's files[0].size "
                             f"({limit} bytes): stopped reading it")

@@ -76,7 +76,27 @@ def qemu_base(memory_mib: int, reboot: bool = False) -> list[str]:
     ]
 
 
-class Node:
+class Shell:
+    """succeed and fails over a shell's execute (the console's, or ssh's)."""
+    VIA = ""
+
+    def execute(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        raise NotImplementedError
+
+    def succeed(self, command: str, timeout: float = 60) -> str:
+        rc, out = self.execute(command, timeout)
+        if rc != 0:
+            raise AssertionError(f"`{command}`{self.VIA} failed with exit status {rc}:\n{out}")
+        return out
+
+    def fails(self, command: str, timeout: float = 60) -> str:
+        rc, out = self.execute(command, timeout)
+        if rc == 0:
+            raise AssertionError(f"`{command}`{self.VIA} succeeded but should have failed:\n{out}")
+        return out
+
+
+class Node(Shell):
     MAC = "52:54:00:12:34:56"
 
     def __init__(self, argv: Sequence[str], log_path: Path,
@@ -196,18 +216,6 @@ class Node:
         output = self.child.before.replace("\r", "").rstrip("\n")
         return int(m.group(1)), output.strip("\n")
 
-    def succeed(self, command: str, timeout: float = 60) -> str:
-        rc, out = self.execute(command, timeout)
-        if rc != 0:
-            raise AssertionError(f"`{command}` failed with exit status {rc}:\n{out}")
-        return out
-
-    def fails(self, command: str, timeout: float = 60) -> str:
-        rc, out = self.execute(command, timeout)
-        if rc == 0:
-            raise AssertionError(f"`{command}` succeeded but should have failed:\n{out}")
-        return out
-
     # -- ending -------------------------------------------------------------------
 
     def close(self) -> None:
@@ -222,12 +230,14 @@ class Node:
         self.close()
 
 
-class Ssh:
+class Ssh(Shell):
     """A node's shell over ssh, through a port of the host's loopback that
     QEMU forwards to the node (Node.pxe(..., hostfwd=[f"tcp:127.0.0.1:{port}-:22"])):
     for a node whose console the test cannot read (booter's serial "none",
     console=ttyS-1, leaves no serial console). The same execute, succeed
     and fails as Node's console shell."""
+
+    VIA = " (over ssh)"
 
     def __init__(self, node: Node, port: int, key: Path) -> None:
         self.node, self.port, self.key = node, port, key
@@ -244,18 +254,6 @@ class Ssh:
         except subprocess.TimeoutExpired:
             return 255, f"ssh: `{command}` did not finish in {timeout * SCALE:.0f}s"
         return res.returncode, (res.stdout + res.stderr).strip("\n")
-
-    def succeed(self, command: str, timeout: float = 60) -> str:
-        rc, out = self.execute(command, timeout)
-        if rc != 0:
-            raise AssertionError(f"`{command}` (over ssh) failed with exit status {rc}:\n{out}")
-        return out
-
-    def fails(self, command: str, timeout: float = 60) -> str:
-        rc, out = self.execute(command, timeout)
-        if rc == 0:
-            raise AssertionError(f"`{command}` (over ssh) succeeded but should have failed:\n{out}")
-        return out
 
     def wait_until_up(self, timeout: float = 240) -> float:
         """Wait until root logs in with the key; the seconds since QEMU started."""

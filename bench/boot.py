@@ -42,7 +42,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.boot.conftest import NODE_CONFIG, PASSWORD, pxe_script  # noqa: E402
+from tests.lib.pxe import NODE_CONFIG, PASSWORD, pxe_script  # noqa: E402
 from tests.lib.cpio_initrd import initrd_with_files  # noqa: E402
 from tests.lib.http import HttpServer  # noqa: E402
 from tests.lib.image import Platform  # noqa: E402

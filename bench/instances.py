@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hooks.bootfiles import Module  # noqa: E402
-from tests.boot.conftest import NETWORKING, NODE_CONFIG, PASSWORD, pxe_script  # noqa: E402
+from tests.lib.pxe import NETWORKING, NODE_CONFIG, PASSWORD, pxe_script  # noqa: E402
 from tests.lib import container_image  # noqa: E402
 from tests.lib.http import HttpServer  # noqa: E402
 from tests.lib.image import Platform  # noqa: E402

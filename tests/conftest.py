@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,31 @@ def image_root(platform: Platform, tmp_path_factory: pytest.TempPathFactory):
     """The platform's squashfs, mounted read-only."""
     with ImageRoot(platform.rootfs, tmp_path_factory.mktemp("image")) as root:
         yield root
+
+
+# -- time per test module (issue 17: CI time is reported per module) -------------------------
+
+_module_seconds: dict[str, float] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Wall time of each test, setup and teardown included (so a module's
+    booted node counts against the module that boots it)."""
+    start = time.monotonic()
+    yield
+    module = item.nodeid.split("::", 1)[0]
+    _module_seconds[module] = _module_seconds.get(module, 0.0) + time.monotonic() - start
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _module_seconds:
+        return
+    terminalreporter.section("seconds per test module")
+    quick = [m for m, s in _module_seconds.items() if s < 1]
+    for module, seconds in sorted(_module_seconds.items(), key=lambda kv: -kv[1]):
+        if seconds >= 1:
+            terminalreporter.write_line(f"{seconds:8.0f}  {module}")
+    if quick:
+        terminalreporter.write_line(f"{'< 1':>8}  {len(quick)} other module(s)")
+    terminalreporter.write_line(f"{sum(_module_seconds.values()):8.0f}  total")

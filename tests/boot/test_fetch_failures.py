@@ -8,7 +8,7 @@ import shutil
 import socket
 import threading
 
-from tests.boot.conftest import NODE_CONFIG, PASSWORD, platform_url
+from tests.lib.pxe import NODE_CONFIG, PASSWORD, platform_url
 from tests.lib.cpio_initrd import initrd_with_files
 from tests.lib.http import HttpServer
 from tests.lib.node import Node, qemu_base

@@ -23,7 +23,7 @@ import pexpect
 import pytest
 
 from hooks.bootfiles import Module
-from tests.boot.conftest import PASSWORD, pxe_script
+from tests.lib.pxe import PASSWORD, pxe_script
 from tests.conftest import REPO
 from tests.lib import container_image, frames
 from tests.lib.node import SCALE, Node
@@ -148,7 +148,7 @@ def boot_node(name: str, platform, http, logs, tmp_path_factory, disk: Path) -> 
     node.wire = wire  # type: ignore[attr-defined]
     node.wait_for_login(BOOT_TIMEOUT)
     node.login(PASSWORD)
-    node.execute("systemctl is-system-running --wait", timeout=300)
+    node.system_ready()
     return node
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from hooks import bootfiles
 from hooks.config import load
-from tests.boot.conftest import PASSWORD, ROOT_SHADOW
+from tests.lib.pxe import PASSWORD, ROOT_SHADOW
 from tests.lib.cpio_initrd import initrd_with_files, newc_entries, zstd_frames_end
 from tests.lib.node import Node, qemu_base
 
@@ -112,7 +112,7 @@ def test_boots_from_live_media(platform, media, logs, medium, firmware):
                               BOOT_TIMEOUT)
         seconds = node.wait_for_login(BOOT_TIMEOUT)
         node.login(PASSWORD)
-        node.execute("systemctl is-system-running --wait", timeout=300)
+        node.system_ready()
         source = dict(line.split("=", 1) for line in node.succeed("cat /run/triton/rootfs/source").splitlines())
         expected = (platform.path / "x86_64/filesystem.squashfs.sha256").read_text().split()[0]
         # The same root a network boot of this build verifies.
@@ -196,7 +196,7 @@ def test_toram_0_reads_the_root_from_the_medium_through_dm_verity(platform, medi
         assert loops[data_dev].endswith(f"/platform-{platform.stamp}/x86_64/filesystem.squashfs"), loops
         assert loops[hash_dev].endswith(f"/platform-{platform.stamp}/x86_64/filesystem.squashfs.verity"), loops
         assert node.succeed("losetup -n -O RO").split() == ["1", "1"]
-        node.execute("systemctl is-system-running --wait", timeout=300)
+        node.system_ready()
         assert node.succeed("systemctl --failed --no-legend --plain") == ""
 
 

@@ -1,8 +1,9 @@
 """Network boot: the path every compute node takes at every boot.
 
-Booted the way booter boots a node (iPXE script over TFTP, kernel, initrd and
-root over HTTP, booter's kernel arguments and injected files), then looked
-at from the node's console.
+Booted with the platform's own boot.ipxe (iPXE script over TFTP, kernel,
+initrd and root over HTTP, the kernel arguments booter gives and the files
+it injects), then looked at from the node's console. The script booter
+itself writes (tests/lib/booter.py) boots the node of test_compute_node.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 
-from tests.boot.conftest import NETWORKING, NODE_CONFIG, PASSWORD, platform_url
+from tests.lib.pxe import NETWORKING, NODE_CONFIG, PASSWORD, platform_url
 from tests.lib.cpio_initrd import initrd_with_files
 from tests.lib.node import Node
 
@@ -49,7 +50,7 @@ def test_node_says_which_platform_it_runs(pxe_node, platform):
     assert f"Live Image: {platform.stamp}" in pxe_node.succeed("cat /etc/product")
 
 
-def test_booters_arguments_booted_it_unchanged(pxe_node, http, platform):
+def test_the_platforms_boot_ipxe_arguments_arrived_unchanged(pxe_node, http, platform):
     cmdline = pxe_node.succeed("cat /proc/cmdline").split()
     for arg in ("boot=live", "console=tty0", "console=ttyS1,115200n8", "BOOTIF=01-52-54-00-12-34-56",
                 f"fetch={platform_url(http, platform)}/x86_64/filesystem.squashfs"):
@@ -118,9 +119,8 @@ def test_a_node_without_disks_boots_not_set_up_and_says_so(pxe_node):
 
 
 def test_system_is_running_with_no_failed_units(pxe_node):
-    rc, state = pxe_node.execute("systemctl is-system-running --wait", timeout=180)
-    failed = pxe_node.succeed("systemctl --failed --no-legend --plain")
-    assert state.strip() == "running", f"system is {state.strip()}; failed units:\n{failed}"
+    pxe_node.system_ready()
+    assert pxe_node.succeed("systemctl is-system-running") == "running"
 
 
 def test_direct_kernel_boot_with_files_in_the_initrd(platform, http, logs, tmp_path):

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import pytest
 
 from hooks.bootfiles import Module
-from tests.boot.conftest import PASSWORD, pxe_script
+from tests.lib.pxe import PASSWORD, pxe_script
 from tests.lib.node import Node
 
 NODE = "5a1e0c1d-2b3c-4d5e-8f90-a1b2c3d4e5f6"      # this compute node's SMBIOS UUID
@@ -77,7 +77,7 @@ def boot(platform, http, logs, tmp_path_factory):
 def ready(node: Node) -> None:
     node.wait_for_login(BOOT_TIMEOUT)
     node.login(PASSWORD)
-    node.execute("systemctl is-system-running --wait", timeout=300)
+    node.system_ready()
 
 
 def boot_log(node: Node) -> str:

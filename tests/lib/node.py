@@ -1,10 +1,13 @@
 """A compute node in QEMU, driven at its serial console like an operator.
+The one driver every boot test and bench uses:
 
-    node = Node.direct(platform, http, args=[...])      # -kernel/-initrd
-    node = Node.pxe(platform, tftp_dir, ...)            # -boot n, iPXE, HTTP
-    node.wait_for_login()
-    node.login(password)
-    node.succeed("zpool list")
+    node = Node.direct(kernel, initrd, append, log)     # -kernel/-initrd
+    node = Node.pxe(tftp_dir, "boot.ipxe", log, extra=Node.hardware(uuid, disks))
+    node.up(password)            # login prompt, log in, boot finished, no failed unit
+    node.succeed("zpool list")   # or run() -> (status, output), fails()
+    node.wait_for_unit("triton-instance@<uuid>")
+    node.wait_until_succeeds("ping -c1 10.0.2.2")
+    node.poweroff(); node.power_cut()
     Ssh(node, port, key).succeed(...)                # a node without a serial console
 
 The console is QEMU's second serial port (ttyS1), because that is where
@@ -18,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import time
 import uuid
@@ -42,7 +46,11 @@ FATAL = {
     **BROKEN,
     "emergency mode": r"You are in emergency mode|Entering emergency mode|emergency shell",
     "initrd fetch failed": r"triton-fetch-rootfs: FAILED: [^\r\n]*",
-    "failed unit": r"\[FAILED\] Failed to start [^\r\n]*",
+    # systemd's status lines, coloured on the console ("[\x1b[0;1;31mFAILED\x1b[0m]"):
+    # \S* takes the colour codes.
+    "failed unit": r"FAILED\S*\] Failed to start [^\r\n]*",
+    "failed mount": r"FAILED\S*\] Failed to mount [^\r\n]*",
+    "failed dependency": r"DEPEND\S*\] Dependency failed for [^\r\n]*",
 }
 
 
@@ -94,6 +102,47 @@ class Shell:
         if rc == 0:
             raise AssertionError(f"`{command}`{self.VIA} succeeded but should have failed:\n{out}")
         return out
+
+    def run(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        """The command's exit status and output (stdout and stderr)."""
+        return self.execute(command, timeout)
+
+    def wait_until_succeeds(self, command: str, timeout: float = 120, every: float = 2) -> str:
+        """Run `command` until it succeeds; its output. Fails with the last output."""
+        deadline = time.monotonic() + timeout * SCALE
+        while True:
+            rc, out = self.execute(command, timeout)
+            if rc == 0:
+                return out
+            if time.monotonic() > deadline:
+                raise AssertionError(f"`{command}`{self.VIA} still failed after {timeout * SCALE:.0f}s "
+                                     f"(exit status {rc}):\n{out}")
+            time.sleep(every)
+
+    def wait_for_unit(self, unit: str, timeout: float = 120) -> None:
+        """Wait until `unit` is active; fail at once when it failed."""
+        deadline = time.monotonic() + timeout * SCALE
+        while True:
+            state = self.execute(f"systemctl is-active {shlex.quote(unit)}", 30)[1].strip()
+            if state == "active":
+                return
+            if state == "failed" or time.monotonic() > deadline:
+                _, status = self.execute(f"systemctl status --no-pager -n 20 {shlex.quote(unit)}", 30)
+                why = "failed" if state == "failed" else f"is {state!r} after {timeout * SCALE:.0f}s"
+                raise AssertionError(f"{unit}{self.VIA} {why}:\n{status}")
+            time.sleep(2)
+
+    def system_ready(self, expected_failed: Sequence[str] = (), timeout: float = 300) -> None:
+        """The boot finished: `systemctl is-system-running --wait` says
+        running (its exit status, not its words), and no unit failed but
+        those the test names."""
+        rc, state = self.execute("systemctl is-system-running --wait", timeout)
+        failed = sorted(self.succeed("systemctl --failed --no-legend --plain | awk '{print $1}'").split())
+        if failed != sorted(expected_failed):
+            _, status = self.execute("systemctl status --no-pager -n 10 --failed", 30)
+            raise AssertionError(f"failed units{self.VIA}: {failed} (expected {sorted(expected_failed)}):\n{status}")
+        if not expected_failed and rc != 0:
+            raise AssertionError(f"systemctl is-system-running{self.VIA}: {state} (exit status {rc})")
 
 
 class Node(Shell):
@@ -198,6 +247,27 @@ class Node(Shell):
                             "dmesg -n 1; echo READY-$((6*7))")
         self.expect(r"READY-42\r*\n", 60)
         self.logged_in = True
+
+    def up(self, password: str, timeout: float = 480, expected_failed: Sequence[str] = ()) -> float:
+        """Boot to the login prompt, log in, wait until the boot finished
+        with no failed units (see Shell.system_ready); seconds to login."""
+        seconds = self.wait_for_login(timeout)
+        self.login(password)
+        self.system_ready(expected_failed)
+        return seconds
+
+    def poweroff(self) -> None:
+        """`systemctl poweroff` at the console; QEMU ends with the node."""
+        self.child.sendline("systemctl poweroff")
+        self.child.expect(pexpect.EOF, timeout=240 * SCALE)
+        self.close()
+
+    def power_cut(self) -> None:
+        """Pull the plug: QEMU gets SIGKILL (SIGTERM would let it close its
+        disks cleanly), so it writes nothing more."""
+        os.kill(self.child.pid, signal.SIGKILL)
+        self.child.expect(pexpect.EOF, timeout=60)
+        self.close()
 
     def login_refused(self, password: str, user: str = "root") -> bool:
         """Try a login that should fail; True when the node refused it."""

@@ -231,7 +231,7 @@ def test_values_of_a_set_up_node():
     ("940d85ee-8852-4f71-b992-0a71f8df356f", "ee850d94-5288-714f-b992-0a71f8df356f"),
     ("66d5aafa-bfde-11d3-01a6-9c6b00871b75", "faaad566-debf-d311-01a6-9c6b00871b75"),
     # The boot tests' QEMU -uuid values (tests/boot/test_instances.py NODE,
-    # tests/boot/test_node_config.py SYSTEM_UUID).
+    # tests/boot/test_compute_node.py SYSTEM_UUID).
     ("7c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f", "3f2e1d7c-5b4a-6d4c-8e7f-9a0b1c2d3e4f"),
     ("3e4f5a6b-7c8d-4e9f-8a0b-1c2d3e4f5a6b", "6b5a4f3e-8d7c-9f4e-8a0b-1c2d3e4f5a6b"),
 ])

@@ -165,15 +165,12 @@ def broker_from(cmdline: str, node_config: Optional[si.File], env: Mapping[str, 
         broker = Broker(host, port, login, password, "/", where)
         break
     changes: dict[str, Any] = {}
-    for var, field in (("AMQP_HOST", "host"), ("AMQP_LOGIN", "login"), ("AMQP_PASSWORD", "password"),
-                       ("AMQP_VHOST", "vhost")):
-        if env.get(var):
-            changes[field] = env[var]
-    env_port = env.get("AMQP_PORT", "")
-    if env_port.isdigit() and 0 < int(env_port) < 65536:
-        changes["port"] = int(env_port)
-    elif env_port:
-        problems.append(f"AMQP_PORT={env_port!r} is not a port number; ignored")
+    for field in ("host", "port", "login", "password", "vhost"):
+        value = env.get(f"AMQP_{field.upper()}", "")
+        if field == "port" and value and not (value.isdigit() and 0 < int(value) < 65536):
+            problems.append(f"AMQP_PORT={value!r} is not a port number; ignored")
+        elif value:
+            changes[field] = int(value) if field == "port" else value
     if changes:
         names = ", ".join(f"AMQP_{k.upper()}" for k in changes)
         source = names if broker.source == "defaults" else f"{broker.source}, {names}"
@@ -313,8 +310,8 @@ def _text(value: Any) -> Optional[str]:
 def parse_execute(reqid: str, body: bytes) -> Union[Execute, BadRequest]:
     try:
         msg = json.loads(body)
-    except ValueError as e:
-        return BadRequest(reqid, f"the body is not JSON ({e})")
+    except (ValueError, RecursionError) as e:
+        return BadRequest(reqid, f"the body is not JSON ({type(e).__name__}: {e})")
     if not isinstance(msg, dict):
         return BadRequest(reqid, f"the body is JSON {type(msg).__name__}, not an object")
     kind = msg.get("type")
@@ -364,8 +361,8 @@ def parse_request(routing_key: str, body: bytes) -> Request:
 def parse_ping(body: bytes) -> Union[Ping, Ignored]:
     try:
         msg = json.loads(body)
-    except ValueError as e:
-        return Ignored(f"ping: the body is not JSON ({e})")
+    except (ValueError, RecursionError) as e:
+        return Ignored(f"ping: the body is not JSON ({type(e).__name__}: {e})")
     if not isinstance(msg, dict):
         return Ignored(f"ping: the body is JSON {type(msg).__name__}, not an object")
     client = _text(msg.get("client_id"))
@@ -680,7 +677,7 @@ class Agent:
             channel.queue_bind(queue=ping_queue(ident.uuid), exchange=EXCHANGE, routing_key=ping_queue(ident.uuid))
             channel.basic_consume(queue=queue, on_message_callback=self.on_request)
             channel.basic_consume(queue=ping_queue(ident.uuid), on_message_callback=self.on_ping)
-            self.startup(ident)
+            self.startup(ident, info)
             self.reporter.clear("connection")
             self.log(f"connected to {broker} as node {ident.uuid}, admin NIC {ident.mac} ({ident.nic})")
             backoff.reset()
@@ -701,12 +698,12 @@ class Agent:
             except Exception:  # noqa: BLE001 - it is gone either way
                 pass
 
-    def startup(self, ident: Identity) -> None:
+    def startup(self, ident: Identity, info: dict[str, Any]) -> None:
         """`ur.startup` once per boot (the marker lives in /run)."""
         marker = self.settings.startup_marker
         if marker.exists():
             return
-        self.publish(startup_key(ident.uuid), self.sysinfo())
+        self.publish(startup_key(ident.uuid), info)
         try:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()

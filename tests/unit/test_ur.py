@@ -266,9 +266,11 @@ def test_a_signal_is_128_plus_its_number(tmp_path):
 
 
 def test_output_is_capped_and_the_program_runs_to_its_end(tmp_path):
+    end = tmp_path / "out" / "ran-to-the-end"
+    end.parent.mkdir()
     r = script(tmp_path, "#!/bin/sh\nhead -c 3000 /dev/zero | tr '\\0' o\nhead -c 50 /dev/zero | tr '\\0' e >&2\n"
-                         "echo done > ran-to-the-end\n", cap=1000)
-    assert r.stdout == "o" * 1000
+                         f"echo done > {end}\n", cap=1000)
+    assert r.stdout == "o" * 1000 and end.read_text() == "done\n"
     assert r.stderr.startswith("e" * 50) and "output cut at 1000 bytes" in r.stderr
     assert len(r.stderr.encode()) <= 1000
 

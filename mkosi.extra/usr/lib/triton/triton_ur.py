@@ -24,27 +24,32 @@ speak it); shared/research/ur-protocol.md has it with its sources.
   sysinfo reads for `Setup`, lacks `complete: true`) the sysinfo is sent
   again every 60 s; once it is complete, once more, then no longer. A file
   that cannot be read or is not JSON counts as not set up (logged once).
-- Requests: `{type: "script", script, args, env}` (the text is written to a
-  0700 temporary file and executed directly, without a shell: it needs its
-  #! line) and `{type: "file", file, args, env}` (that path is executed).
-  `env`, when given, is the whole environment. The reply, on
+- The node: sysinfo's UUID (SmartOS byte order) and admin NIC (the
+  `Network Interfaces` entry whose `NIC Names` holds the `Admin NIC Tag`,
+  default admin); without one, the NIC the node booted from (BOOTIF), else
+  the only or first NIC, and the log says which. Sysinfo is
+  triton_sysinfo's, run in this process.
+- Requests: `{type: "script", script, args, env}` and `{type: "file",
+  file, args, env}`, run by triton_urexec (no shell; `env`, when given, is
+  the whole environment; 5 MiB of stdout and of stderr). The reply, on
   `ur.execute-reply.<UUID>.<reqid>` (reqid: the routing key's 4th word), is
-  `{exit_status, stdout, stderr}`, each output cut at 5 MiB (the rest is
-  read and dropped, the program is not killed, stderr says so). Exit 113
-  replies 0, then after 1 s the agent disconnects and reboots the node
-  (`systemctl reboot`, or TRITON_UR_REBOOT_COMMAND). Requests run
-  concurrently: a long script holds up no ping or other request.
-  `ur.broadcast.sysinfo.<reqid>` is answered with the sysinfo on the same
-  reply key; a ping `{client_id, id}` with `{req_id, timestamp}` on
-  `ur.ack<client_id>.<UUID>`.
-- Where upstream differs, on purpose. A program that cannot be started
-  (no #! line: ENOEXEC; not executable; missing) replies exit status 126
-  (127 when missing), as a shell would, with the error code's name and
-  what to do in stderr; upstream puts the code's string ("ENOEXEC") in
-  exit_status, which clients compare with numbers. A request that cannot
-  be parsed (not JSON, not an object, an unknown type, a missing or
-  mistyped field) is answered with exit status 1 and the reason in stderr
-  when it came with a reply key, else logged; upstream drops it.
+  `{exit_status, stdout, stderr}`. Exit 113 replies 0, then after 1 s the
+  agent disconnects and reboots the node (`systemctl reboot`, or
+  TRITON_UR_REBOOT_COMMAND; still up 5 minutes later, it reconnects).
+  Requests run side by side, each in a thread: a long script holds up no
+  ping or other request; only the main thread touches the connection.
+  `ur.broadcast.sysinfo.<reqid>` is answered with the sysinfo on that
+  reply key; other broadcasts are logged. A ping `{client_id, id}` is
+  answered with `{req_id, timestamp}` on `ur.ack<client_id>.<UUID>`.
+- Where it differs from Triton's agent, on purpose. A program that cannot
+  be started (no #! line: ENOEXEC; not executable; missing) replies exit
+  status 126 (127 when missing), as a shell would, with the error code's
+  name and what to do in stderr; Triton's puts the name ("ENOEXEC") in
+  exit_status, where clients expect a number. A request that cannot be
+  read (not JSON, not an object, an unknown type, a missing or mistyped
+  field) gets exit status 1 with the reason in stderr when it came with a
+  reply key (a ping has none: logged); Triton's logs an unknown type
+  without a reply, and its client waits for its timeout.
 - Never in the way of a boot: no broker, a late one, a restart, refused
   credentials, an exclusive queue still held by a dead connection, a
   sysinfo without UUID: the agent retries, waiting 1 s, doubling to 30 s,

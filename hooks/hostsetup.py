@@ -79,6 +79,8 @@ HOST_PACKAGES: dict[str, str] = {
     "ovmf": "UEFI firmware for the live media boot tests",
     "nodejs": "unit tests run the node's json command (/usr/triton/bin/json) as the node does",
     "openssh-client": "boot tests log in over ssh with the root key booter delivers",
+    "python3-pika": "the ur agent's AMQP client, for its unit tests",
+    "rabbitmq-server": "the ur agent's test runs a private RabbitMQ to play the headnode's",
 }
 # Packages that must come from backports on bookworm, with the minimum version.
 BACKPORTED = {"mkosi": "24.3"}

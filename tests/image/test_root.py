@@ -150,6 +150,15 @@ def test_pool_units_in_the_initrd_pass_systemd_analyze_verify(platform, image_ro
     assert res.returncode == 0, res.stderr
 
 
+def test_the_ur_agent_starts_at_boot_with_the_images_python(image_root):
+    """python3-pika is in the image, the agent loads with it, and the
+    preset enables its unit."""
+    res = image_root.run(["/usr/lib/triton/triton_ur.py", "--help"])
+    assert res.returncode == 0 and "--sysinfo-command" in res.stdout, res.stderr
+    wants = image_root.path / "etc/systemd/system/multi-user.target.wants/triton-ur-agent.service"
+    assert wants.is_symlink() and not masked(image_root.path, "triton-ur-agent.service")
+
+
 def test_pool_settings_are_platform_yamls(image_root):
     from hooks.config import load
     assert json.loads((image_root.path / "usr/lib/triton/pool.json").read_text()) == \

@@ -34,15 +34,18 @@ import json
 import re
 import socket
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pexpect
 import pytest
 
 from tests.lib.pxe import PASSWORD, ROOT_SHADOW, pxe_script
 from tests.lib.booter import Booter, BootParams, script_name
 from tests.lib.netns import Netns
-from tests.lib.node import Node, Shell, Ssh
+from tests.lib.node import SCALE, Node, Shell, Ssh
+from tests.lib.rabbitmq import RABBITMQ, Broker, Headnode
 
 SYSTEM_UUID = "3e4f5a6b-7c8d-4e9f-8a0b-1c2d3e4f5a6b"
 # SYSTEM_UUID (QEMU -uuid, what dmidecode prints) in SmartOS's byte order:
@@ -237,14 +240,14 @@ def booter_script_name() -> str:
     return script_name(ADMIN)
 
 
-def boot_params(key: Path, answers: str, debian12: bool, serial: str) -> BootParams:
+def boot_params(key: Path, answers: str, debian12: bool, serial: str, broker_port: int) -> BootParams:
     """What CNAPI and booter give this node: its admin address, the
     broker, the host name, NIC-tag arguments, an operator's boot parameter
     naming the answers file; networking.json and root's ssh keys (a CNAPI
     boot_module) in its bootfs directory."""
     return BootParams(
         mac=ADMIN, ip=ADMIN_IP, debian12=debian12, serial=serial,
-        kernel_args={"rabbitmq": "guest:guest:10.0.2.2:5672", "hostname": "cn-test-1",
+        kernel_args={"rabbitmq": f"guest:guest:10.0.2.2:{broker_port}", "hostname": "cn-test-1",
                      "admin_nic": ADMIN, "external_nic": EXT, "triton.answers": answers},
         bootfs={"networking.json": NETWORKING.encode(),
                 "networking.json.hash": hashlib.sha1(NETWORKING.encode()).hexdigest().encode(),
@@ -252,7 +255,18 @@ def boot_params(key: Path, answers: str, debian12: bool, serial: str) -> BootPar
 
 
 @pytest.fixture(scope="module")
-def cn(platform, http, logs, tmp_path_factory, net, disk, key):
+def broker(tmp_path_factory):
+    """The headnode's RabbitMQ: made now (its port goes on the kernel
+    command line), started by the test (the node boots before it is up)."""
+    if not RABBITMQ.exists():
+        pytest.fail(f"{RABBITMQ} is missing: `make setup` installs Debian's rabbitmq-server")
+    b = Broker(tmp_path_factory.mktemp("rabbitmq"))
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def cn(platform, http, logs, tmp_path_factory, net, disk, key, broker):
     """The node: `cn.node` its QEMU, `cn.shell` where the test types (the
     serial console at the first boot, ssh after the reboot)."""
     booter = Booter(http, platform, tmp_path_factory.mktemp("tftpboot"))
@@ -263,27 +277,36 @@ def cn(platform, http, logs, tmp_path_factory, net, disk, key):
     def boot(name: str, debian12: bool, serial: str, hostfwd: list[str]) -> Node:
         net.taps.clear()
         extra = [*Node.hardware(SYSTEM_UUID, [disk]), *net.nic("ext", EXT), *net.nic("sto", S1), *net.nic("sto", S2)]
-        script = booter.add(boot_params(key, answers, debian12, serial))
+        script = booter.add(boot_params(key, answers, debian12, serial, broker.port))
         node = Node.pxe(booter.tftp, script, logs / f"cn-{name}.log", extra=extra, preexec_fn=net.preexec,
                         hostfwd=hostfwd)
         net.plug()
         return node
 
     def reboot() -> None:
-        """Power off, and boot again with the Debian 12 ip= and serial "none"."""
-        state.node.poweroff()
+        """The headnode reboots the node through ur (a script that exits
+        113, as CNAPI's server-setup does), and booter has the Debian 12
+        ip= and serial "none" for the next boot."""
+        reply = state.head.execute(SYSINFO_UUID, {"type": "script", "script": "#!/bin/sh\nexit 113\n",
+                                                  "args": [], "env": {}}, timeout=60 * SCALE)
+        assert reply == {"exit_status": 0, "stdout": "", "stderr": ""}, reply
+        # -no-reboot: the node's reboot ends QEMU; booter boots the next one.
+        state.node.child.expect(pexpect.EOF, timeout=240 * SCALE)
+        state.node.close()
         port = free_port()
         state.node = boot("second", True, "none", [f"tcp:127.0.0.1:{port}-:22"])
         state.shell = Ssh(state.node, port, key)
         state.node.seconds_to_login = state.shell.wait_until_up(BOOT_TIMEOUT)
         state.shell.system_ready()
 
-    state = SimpleNamespace(node=boot("first", False, "ttyb", []), reboot=reboot)
+    state = SimpleNamespace(node=boot("first", False, "ttyb", []), reboot=reboot, head=None)
     state.shell = state.node
     try:
         state.node.seconds_to_login = state.node.up(PASSWORD, BOOT_TIMEOUT)
         yield state
     finally:
+        if state.head:
+            state.head.close()
         state.node.close()
 
 
@@ -310,11 +333,88 @@ def test_booters_script_booted_it_as_booter_wrote_it(cn, platform, http):
     expected = kernel_line.split()[2:]
     cmdline = n.succeed("cat /proc/cmdline").split()
     assert [a for a in cmdline if a in expected] == expected, (cmdline, expected)
-    assert "rabbitmq=guest:guest:10.0.2.2:5672" in cmdline and "hostname=cn-test-1" in cmdline
+    assert any(a.startswith("rabbitmq=guest:guest:10.0.2.2:") for a in cmdline) and "hostname=cn-test-1" in cmdline
     got = n.succeed("cd /run/triton/boot && sha256sum node.config triton-networking.json "
                     "triton-networking.json.hash triton-root_authorized_keys")
     assert f"{hashlib.sha256(NODE_CONFIG.encode()).hexdigest()}  node.config" in got
     assert f"{hashlib.sha256(NETWORKING.encode()).hexdigest()}  triton-networking.json" in got
+
+
+# -- ur: the headnode finds the node on RabbitMQ, and runs its scripts -----------------------
+
+def test_ur_finds_a_broker_that_comes_up_after_the_boot(cn, broker):
+    """Booted with no broker: the agent says so once and retries; once the
+    broker is up it connects, announces sysinfo and ur.startup with the
+    node's UUID (SmartOS byte order), its admin NIC's MAC in the queue name."""
+    n = cn.shell
+    n.wait_until_succeeds("journalctl -b -o cat -u triton-ur-agent | grep -q 'cannot connect to the broker'", 120)
+    lines = n.succeed("journalctl -b -o cat -u triton-ur-agent | grep -c 'cannot connect to the broker'")
+    assert lines == "1", f"the agent logged its failure {lines} times, not once"
+    broker.start()
+    started = time.monotonic()
+    cn.head = Headnode(broker)
+    _, info, _ = cn.head.wait(lambda k, _: k.startswith(f"ur.sysinfo.{SYSINFO_UUID}."), 90 * SCALE, "ur.sysinfo")
+    assert info["UUID"] == SYSINFO_UUID and info["Boot Params"]["rabbitmq"].endswith(f":{broker.port}")
+    startup = cn.head.key(f"ur.startup.{SYSINFO_UUID}", 60 * SCALE)
+    seconds = time.monotonic() - started
+    assert startup["UUID"] == SYSINFO_UUID and startup["Setup"] == "false"
+    assert f"admin NIC {ADMIN}" in n.succeed("journalctl -b -o cat -u triton-ur-agent | grep connected")
+    print(f"\nfigure: ur: broker up to ur.startup {seconds:.1f} s (agent back-off at most 30 s)")
+
+
+def test_ur_runs_a_script_with_its_args_and_only_the_given_environment(cn):
+    script = "#!/bin/bash\necho \"out $1 $2\"\necho err >&2\nenv | sort\nexit 3\n"
+    started = time.monotonic()
+    reply = cn.head.execute(SYSINFO_UUID, {"type": "script", "script": script, "args": ["a b", "c"],
+                                           "env": {"ONLY": "this"}}, timeout=60 * SCALE)
+    seconds = time.monotonic() - started
+    assert reply["exit_status"] == 3 and reply["stderr"] == "err\n", reply
+    out = reply["stdout"].splitlines()
+    assert out[0] == "out a b c"
+    env = dict(line.split("=", 1) for line in out[1:])
+    assert env.pop("ONLY") == "this" and set(env) <= {"PWD", "SHLVL", "_"}, env
+    # As root, with the <uuid>-<mac> key too, and a file on the node.
+    key = f"{SYSINFO_UUID}-{ADMIN}"
+    reply = cn.head.execute(key, {"type": "script", "script": "#!/bin/sh\nid -u; hostname\n", "args": [], "env": {}},
+                            timeout=60 * SCALE)
+    assert reply == {"exit_status": 0, "stdout": "0\ncn-test-1\n", "stderr": ""}, reply
+    reply = cn.head.execute(SYSINFO_UUID, {"type": "file", "file": "/usr/triton/bin/zonename", "args": [], "env": {}},
+                            timeout=60 * SCALE)
+    assert reply["exit_status"] == 0 and reply["stdout"] == "global\n", reply
+    memory = cn.shell.succeed("systemctl show -p MemoryCurrent --value triton-ur-agent")
+    print(f"\nfigure: ur: execute request to reply {seconds:.2f} s (TCG); agent memory {int(memory) >> 20} MiB")
+
+
+def test_ur_ping_broadcast_and_garbage(cn):
+    cn.head.ping(SYSINFO_UUID, "c0ffee00", "ping-1")
+    ack = cn.head.wait(lambda k, _: k == f"ur.ackc0ffee00.{SYSINFO_UUID}", 60 * SCALE, "ping ack")[1]
+    assert ack["req_id"] == "ping-1" and "timestamp" in ack
+    cn.head.publish("ur.broadcast.sysinfo.b0b0b0b0", {})
+    assert cn.head.key(f"ur.execute-reply.{SYSINFO_UUID}.b0b0b0b0", 60 * SCALE)["UUID"] == SYSINFO_UUID
+    # A request that is not JSON gets an error reply; the agent goes on.
+    reply = cn.head.execute(SYSINFO_UUID, None, raw=b"\xff not json", timeout=60 * SCALE)
+    assert reply["exit_status"] != 0 and "JSON" in reply["stderr"], reply
+    reply = cn.head.execute(SYSINFO_UUID, {"type": "script", "script": "#!/bin/sh\necho still here\n",
+                                           "args": [], "env": {}}, timeout=60 * SCALE)
+    assert reply["stdout"] == "still here\n"
+
+
+def test_ur_reconnects_after_a_broker_restart(cn, broker):
+    cn.head.close()
+    broker.stop()
+    broker.start()
+    cn.head = Headnode(broker)
+    deadline = time.monotonic() + 120 * SCALE
+    while True:
+        try:
+            reply = cn.head.execute(SYSINFO_UUID, {"type": "script", "script": "#!/bin/sh\necho back\n",
+                                                   "args": [], "env": {}}, timeout=10)
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+    assert reply["stdout"] == "back\n"
+    assert cn.shell.succeed("systemctl is-active triton-ur-agent") == "active"
 
 
 def test_booters_ip_configured_the_boot_nic_and_nothing_else(cn):
@@ -509,6 +609,8 @@ def test_after_a_reboot_with_serial_none_the_node_is_up_over_ssh(cn):
     assert s.succeed("systemctl is-system-running") == "running"
     assert f"Address={ADMIN_IP}/24" in s.succeed("cat /run/systemd/network/10-triton-boot.network")
     s.fails("ls /run/systemd/network/71-default.network")
+    # The node announced itself again after the reboot ur asked for.
+    assert cn.head.key(f"ur.startup.{SYSINFO_UUID}", 120 * SCALE)["UUID"] == SYSINFO_UUID
     print(f"\nfigure: serial none, ssh up {cn.node.seconds_to_login:.1f} s after QEMU started")
 
 
@@ -541,14 +643,15 @@ def test_after_a_reboot_the_agent_runs_and_the_hook_ran_again(cn, net):
     assert n.succeed("cat /run/custom-hook-ran") == n.succeed("cat /proc/sys/kernel/random/boot_id")
     assert n.succeed("systemctl show -p FragmentPath --value ssh") == "/usr/lib/systemd/system/ssh.service"
     units = json.loads(n.succeed("/usr/lib/triton/triton_units.py list"))
-    assert {u["unit"] for u in units} == {"triton-sample-agent.service", "triton-test-hook.service", "ssh.service"}
+    assert {u["unit"] for u in units} == {"triton-sample-agent.service", "triton-test-hook.service", "ssh.service",
+                                          UNIT}
     assert "ssh.service: skipped: a unit named ssh.service already exists" in \
         n.succeed("journalctl -b -o cat -t triton-units-generator")
     out = net.run("python3", "-c", "import urllib.request as u;"
                   "print(u.urlopen('http://192.168.77.20:5309/', timeout=20).read().decode())")
     assert "sample-agent here" in out.stdout, out.stderr
     assert n.succeed("hostname") == "cn-test-1" and reachable(net, "192.168.79.20")
-    print(f"\nfigure: node with 4 NICs, pool, agent: QEMU start to login {n.seconds_to_login:.1f} s")
+    print(f"\nfigure: node with 4 NICs, pool, agent: QEMU start to ssh up {cn.node.seconds_to_login:.1f} s")
 
 
 # -- malformed files: reported, and the node stays reachable ----------------------------------

@@ -48,7 +48,7 @@ def instance_unit(settings: PlatformConfig) -> str:
 def write_instance_settings(root: Path, settings: PlatformConfig) -> None:
     """vmadm, imgadm and triton-instance@.service, from platform.yaml."""
     (root / "usr/lib/triton/instances.json").write_text(
-        json.dumps(settings.instances.as_json(settings.pool.name), indent=2) + "\n")
+        json.dumps(settings.instances.as_json(), indent=2) + "\n")
     (root / "usr/lib/systemd/system/triton-instance@.service").write_text(instance_unit(settings))
 
 

@@ -2,6 +2,7 @@
 and what an instance's config becomes (unit limits, nspawn settings, its
 NIC's networkd file). The boot tests run the real thing."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -25,9 +26,7 @@ VM = "6f1c3a2b-9d8e-4f7a-b6c5-d4e3f2a1b0c9"
 
 @pytest.fixture
 def settings(tmp_path):
-    data = load().instances.as_json("zones")
-    data["manifests"] = Path(data["manifests"])
-    return ti.Settings(**data)
+    return load().instances
 
 
 def payload(**kw):
@@ -39,9 +38,9 @@ def payload(**kw):
 def test_defaults_come_from_platform_yaml(settings):
     vm = ti.check_payload({"image_uuid": IMAGE}, settings)
     d = load().instances.defaults
-    assert vm["max_physical_memory"] == d["max_physical_memory"]
-    assert vm["cpu_shares"] == d["cpu_shares"] and vm["max_lwps"] == d["max_lwps"]
-    assert vm["quota"] == d["quota"] and vm["autoboot"] is d["autoboot"]
+    assert vm["max_physical_memory"] == d.max_physical_memory
+    assert vm["cpu_shares"] == d.cpu_shares and vm["max_lwps"] == d.max_lwps
+    assert vm["quota"] == d.quota and vm["autoboot"] is d.autoboot
     assert vm["nics"] == [] and vm["resolvers"] == []
 
 
@@ -127,7 +126,7 @@ def test_update_keeps_nics_and_checks_fields(settings):
 
 def test_generator_writes_limits_and_autoboot_wants(tmp_path, settings):
     top = tmp_path / "zones"
-    s = ti.Settings(**{**settings.__dict__, "pool": str(top)})
+    s = dataclasses.replace(settings, pool=str(top))
     for u, autoboot in ((VM, True), (IMAGE, False)):
         cfg = s.config_file(u)
         cfg.parent.mkdir(parents=True)

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
 import triton_imgadm as ia  # noqa: E402
 import triton_instance as ti  # noqa: E402
 import triton_pool as tp  # noqa: E402
+import triton_settings as ts  # noqa: E402
 import triton_vmadm as va  # noqa: E402
 
 IMAGE = "0b8e9a44-3c2d-4e5f-8a9b-0c1d2e3f4a5b"
@@ -81,10 +82,10 @@ def test_a_partial_image_of_an_installed_one_keeps_the_manifest():
 
 # -- a small ZFS, and power cuts in vmadm create and imgadm import ------------------------------
 
-def pool_settings(tmp_path) -> tp.Settings:
+def pool_settings(tmp_path) -> ts.PoolSettings:
     path = tmp_path / "pool.json"
     path.write_text(json.dumps(load().pool.as_json()))
-    return tp.Settings.load(path)
+    return ts.load_pool(path)
 
 
 class PowerCut(BaseException):
@@ -173,16 +174,14 @@ class FakeZfs:
 
 @pytest.fixture
 def settings(tmp_path):
-    data = load().instances.as_json("zones")
-    data["manifests"] = tmp_path / "manifests"
-    return ti.Settings(**data)
+    return dataclasses.replace(load().instances, manifests=str(tmp_path / "manifests"))
 
 
-def installed_image(zfs: FakeZfs, settings: ti.Settings) -> None:
+def installed_image(zfs: FakeZfs, settings: ts.InstanceSettings) -> None:
     (zfs.path(f"zones/{IMAGE}") / "root/etc").mkdir(parents=True)
     zfs.datasets[f"zones/{IMAGE}"] = Dataset(props={"exec": "off", "canmount": "noauto"})
     zfs.snapshots.add(f"zones/{IMAGE}@final")
-    settings.manifests.mkdir()
+    settings.manifest_dir.mkdir()
     settings.manifest(IMAGE).write_text("{}")
 
 
@@ -191,10 +190,10 @@ def use(zfs: FakeZfs, monkeypatch) -> None:
         monkeypatch.setattr(module, "run", zfs)
 
 
-def boot(zfs: FakeZfs, settings: ti.Settings, monkeypatch, capsys) -> list[str]:
+def boot(zfs: FakeZfs, settings: ts.InstanceSettings, monkeypatch, capsys) -> list[str]:
     """What the next boot's restore does before it mounts the instances."""
     zfs.cut = None
-    monkeypatch.setattr(ti.Settings, "load", classmethod(lambda cls, path=None: settings))
+    monkeypatch.setattr(ts, "load_instances", lambda path=ts.INSTANCES_JSON: settings)
     assert tp.remove_unfinished(pool_settings(zfs.top)) == []
     return [line for line in capsys.readouterr().out.splitlines() if line.startswith("triton-pool: removed")]
 
@@ -217,7 +216,7 @@ def test_vmadm_create_cut_after_any_step_leaves_a_whole_instance_or_nothing(tmp_
     assert json.loads(vm_json.read_text())["uuid"] == VM
     outcomes = set()
     for cut in range(steps + 1):
-        shutil.rmtree(settings.manifests)
+        shutil.rmtree(settings.manifest_dir)
         zfs = create_steps(tmp_path, settings, monkeypatch, cut)
         removed = boot(zfs, settings, monkeypatch, capsys)
         names = set(zfs.datasets) - {"zones", f"zones/{IMAGE}"}
@@ -253,7 +252,7 @@ def test_imgadm_import_cut_after_any_step_leaves_an_installed_image_or_nothing(t
     steps = whole.count
     outcomes = set()
     for cut in range(steps + 1):
-        shutil.rmtree(settings.manifests, ignore_errors=True)
+        shutil.rmtree(settings.manifest_dir, ignore_errors=True)
         zfs = import_steps(tmp_path, settings, monkeypatch, cut)
         boot(zfs, settings, monkeypatch, capsys)
         if set(zfs.datasets) - {"zones"}:
@@ -514,7 +513,7 @@ def test_the_instances_mount_even_when_the_cleanup_itself_fails(tmp_path, monkey
 
     monkeypatch.setattr(tp, "run", fake_run)
     monkeypatch.setattr(ti, "leftovers", lambda listing, pool: [ti.Leftover("zones/x-partial", "why", IMAGE)])
-    monkeypatch.setattr(ti.Settings, "load", classmethod(lambda cls, path=None: missing()))
+    monkeypatch.setattr(ts, "load_instances", lambda path=ts.INSTANCES_JSON: missing())
     [result] = tp.run_steps([(tp.INSTANCES, lambda: tp.mount_instances(pool_settings(tmp_path)))])
     assert ("zfs", "mount", vm) in ran
     assert result.error == ("zones/x-partial removed, but not its image's manifest: "

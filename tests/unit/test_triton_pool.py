@@ -1,6 +1,7 @@
 """triton-pool's decisions, without root, disks or ZFS (the boot tests run
 the real thing)."""
 
+import dataclasses
 import json
 import sys
 import zlib
@@ -13,6 +14,7 @@ from hooks.config import load
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
 import triton_pool as tp  # noqa: E402
+import triton_settings as ts  # noqa: E402
 
 
 def test_hostid_is_linux_lives_crc32_of_dmidecodes_uuid():
@@ -106,8 +108,8 @@ def test_import_listing_gives_pool_state_and_reason():
 
 
 def test_mount_order_parents_first():
-    ds = [{"mountpoint": "/zones/config"}, {"mountpoint": "/var"}, {"mountpoint": "/zones"}]
-    assert [d["mountpoint"] for d in tp.mount_order(ds)] == ["/var", "/zones", "/zones/config"]
+    ds = [ts.Dataset("config", "/zones/config"), ts.Dataset("var", "/var"), ts.Dataset("", "/zones")]
+    assert [d.mountpoint for d in tp.mount_order(ds)] == ["/var", "/zones", "/zones/config"]
 
 
 def test_console_issue_says_what_state_the_node_is_in():
@@ -119,7 +121,7 @@ def test_console_issue_says_what_state_the_node_is_in():
 def test_settings_read_what_the_build_writes(tmp_path):
     path = tmp_path / "pool.json"
     path.write_text(json.dumps(load().pool.as_json()))
-    s = tp.Settings.load(path)
+    s = ts.load_pool(path)
     assert s.name == "zones"
     assert s.full("var") == "zones/var" and s.full("") == "zones"
     assert s.config_dir == Path("/zones/config")
@@ -339,9 +341,9 @@ def node_settings(tmp_path):
     """The build's pool settings, with every dataset under tmp_path."""
     path = tmp_path / "pool.json"
     path.write_text(json.dumps(load().pool.as_json()))
-    s = tp.Settings.load(path)
-    return tp.dataclasses.replace(s, datasets=tuple(
-        {**d, "mountpoint": str(tmp_path / "node" / d["mountpoint"].lstrip("/"))} for d in s.datasets))
+    s = ts.load_pool(path)
+    return dataclasses.replace(s, datasets=tuple(
+        dataclasses.replace(d, mountpoint=str(tmp_path / "node" / d.mountpoint.lstrip("/"))) for d in s.datasets))
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from typing import Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_network as tn  # noqa: E402
+import triton_settings  # noqa: E402
 import triton_nodeconfig as nc  # noqa: E402
 
 PROG = "triton-config-dir"
@@ -42,7 +43,7 @@ NODE_CONFIG = "node.config"
 NETWORKING = "triton-networking.json"
 HASH = NETWORKING + ".hash"
 ENV = "systemd.env"
-INSTANCES = Path("/usr/lib/triton/instances.json")
+INSTANCES = triton_settings.INSTANCES_JSON
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +176,7 @@ def lay_out(layout: Layout, suffix: str) -> list[str]:
 
 def main() -> int:
     try:
-        suffix = json.loads(INSTANCES.read_text())["bridge_suffix"]
+        suffix = triton_settings.load_instances(INSTANCES).bridge_suffix
         lines = lay_out(Layout(), suffix)
     except Exception as e:  # said on the console, not a traceback
         say(f"PROBLEM: /usr/triton/config not laid out: {type(e).__name__}: {e}")

@@ -36,7 +36,8 @@ from typing import IO, Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_instance as ti  # noqa: E402
-from triton_instance import InstanceError, Settings, run  # noqa: E402
+from triton_instance import InstanceError, load_settings, run  # noqa: E402
+from triton_settings import InstanceSettings  # noqa: E402
 
 PROG = "imgadm"
 CHUNK = 1 << 20
@@ -117,13 +118,13 @@ def file_beside(manifest_src: str, manifest: dict[str, Any]) -> str:
     return str(Path(manifest_src).resolve().parent / name)
 
 
-def manifest_path(uuid: str, settings: Settings) -> Path:
+def manifest_path(uuid: str, settings: InstanceSettings) -> Path:
     return settings.manifest(uuid)
 
 
-def installed(settings: Settings) -> list[dict[str, Any]]:
+def installed(settings: InstanceSettings) -> list[dict[str, Any]]:
     out = []
-    for p in sorted(settings.manifests.glob(f"{settings.pool}-*.json")):
+    for p in sorted(settings.manifest_dir.glob(f"{settings.pool}-*.json")):
         try:
             m = json.loads(p.read_text())
         except (OSError, ValueError):
@@ -254,7 +255,7 @@ def import_quota(file_size: int) -> int:
     return max(IMPORT_QUOTA_FACTOR * file_size, IMPORT_QUOTA_MIN)
 
 
-def import_image(manifest_src: str, file_src: Optional[str], settings: Settings) -> tuple[dict[str, Any], bool]:
+def import_image(manifest_src: str, file_src: Optional[str], settings: InstanceSettings) -> tuple[dict[str, Any], bool]:
     """Crash-atomic: the image is unpacked into <pool>/<uuid>-partial,
     snapshotted, its manifest written, and only then renamed to <pool>/<uuid>.
     A power cut before the rename leaves a -partial dataset that the next
@@ -292,7 +293,7 @@ def import_image(manifest_src: str, file_src: Optional[str], settings: Settings)
     return manifest, True
 
 
-def unpack(src: str, manifest: dict[str, Any], settings: Settings) -> None:
+def unpack(src: str, manifest: dict[str, Any], settings: InstanceSettings) -> None:
     """The image's root into its unfinished dataset, snapshotted @final."""
     partial = settings.partial(manifest["uuid"])
     where = Path(ti.zfs_get(partial, "mountpoint"))
@@ -320,15 +321,15 @@ def unpack(src: str, manifest: dict[str, Any], settings: Settings) -> None:
     ti.remove_mountpoint(where)
 
 
-def write_manifest(manifest: dict[str, Any], settings: Settings) -> None:
+def write_manifest(manifest: dict[str, Any], settings: InstanceSettings) -> None:
     """Before the rename that finishes the image: an installed image always
     has its manifest (the boot removes the manifest of one never finished)."""
-    settings.manifests.mkdir(parents=True, exist_ok=True)
+    settings.manifest_dir.mkdir(parents=True, exist_ok=True)
     ti.write_durable(manifest_path(manifest["uuid"], settings),
                      json.dumps(manifest, indent=2, sort_keys=True) + "\n", 0o644)
 
 
-def delete_image(uuid: str, settings: Settings) -> None:
+def delete_image(uuid: str, settings: InstanceSettings) -> None:
     if not ti.is_uuid(uuid):
         raise InstanceError(f"{uuid!r} is not an image UUID (see `imgadm list`)")
     snap = f"{settings.dataset(uuid)}@{settings.snapshot}"
@@ -355,7 +356,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub.add_parser("delete").add_argument("uuid")
     args = parser.parse_args(argv)
     try:
-        settings = Settings.load()
+        settings = load_settings()
         if args.cmd in ("import", "install"):
             if args.cmd == "install":
                 manifest_src, file_src = args.manifest, args.file

@@ -37,7 +37,11 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-SETTINGS = Path("/usr/lib/triton/instances.json")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import triton_settings  # noqa: E402
+from triton_settings import PARTIAL, InstanceSettings  # noqa: E402
+
+SETTINGS = triton_settings.INSTANCES_JSON
 NSPAWN_DIR = Path("/run/systemd/nspawn")
 RUN_DIR = Path("/run/triton/instances")
 UNIT = "triton-instance@{}.service"
@@ -59,15 +63,6 @@ HOST_NETWORK_DIR = Path("/run/systemd/network")
 # range its root is owned by when no running instance has it, else picks
 # another and re-owns (chowns) the instance's files to it.
 IMAGE_UID_BASE = 0x6FFF0000
-# What a dataset is called while vmadm creates it or imgadm imports it, as
-# SmartOS's imgadm names its imports. A name is given in the transaction
-# that makes the dataset; a property is not (`zfs clone -o` and `zfs create
-# -o` set theirs in a second one: "It would be nice to do this atomically",
-# says OpenZFS's zfs_ioc_clone), so a power cut never leaves an unfinished
-# dataset under its final name. The mountpoint is inherited from the pool's
-# root, so it follows the rename that finishes the dataset, in the same
-# transaction.
-PARTIAL = "-partial"
 # Limits vmadm can set, and how each becomes a systemd resource-control
 # property of the instance's unit (the ZFS quota is set on the dataset).
 LIMITS = ("max_physical_memory", "cpu_cap", "cpu_shares", "max_lwps", "quota")
@@ -77,46 +72,11 @@ class InstanceError(Exception):
     """Bad input or a state the operator must fix; the message names it."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    pool: str
-    snapshot: str
-    root_dir: str
-    config_dir: str
-    manifests: Path
-    bridge_suffix: str
-    defaults: dict[str, Any]
-    start_timeout: int
-    stop_timeout: int
-
-    @classmethod
-    def load(cls, path: Path = SETTINGS) -> "Settings":
-        data = json.loads(path.read_text())
-        data["manifests"] = Path(data["manifests"])
-        return cls(**data)
-
-    def dataset(self, uuid: str) -> str:
-        return f"{self.pool}/{uuid}"
-
-    def mountpoint(self, uuid: str) -> Path:
-        return Path("/") / self.pool / uuid
-
-    def root(self, uuid: str) -> Path:
-        return self.mountpoint(uuid) / self.root_dir
-
-    def config_file(self, uuid: str) -> Path:
-        return self.mountpoint(uuid) / self.config_dir / "vm.json"
-
-    def manifest(self, image: str) -> Path:
-        """Where imgadm keeps an installed image's manifest."""
-        return self.manifests / f"{self.pool}-{image}.json"
-
-    def partial(self, uuid: str) -> str:
-        """The dataset while it is being made (see PARTIAL)."""
-        return self.dataset(uuid + PARTIAL)
-
-    def bridge(self, nic_tag: str) -> str:
-        return nic_tag + self.bridge_suffix
+def load_settings() -> InstanceSettings:
+    try:
+        return triton_settings.load_instances(SETTINGS)
+    except triton_settings.SettingsError as e:
+        raise InstanceError(str(e)) from None
 
 
 # -- running things ------------------------------------------------------------------
@@ -133,7 +93,7 @@ def zfs_exists(name: str) -> bool:
     return run("zfs", "list", "-H", "-o", "name", name, check=False).returncode == 0
 
 
-def require_pool(settings: "Settings") -> None:
+def require_pool(settings: InstanceSettings) -> None:
     if not zfs_exists(settings.pool):
         raise InstanceError(f"this node has no system pool {settings.pool!r} imported "
                             f"(see `triton-pool status`; `triton-pool setup` creates it)")
@@ -162,7 +122,7 @@ def write_durable(path: Path, text: str, mode: int = 0o600) -> None:
         os.close(dirfd)
 
 
-def finish(uuid: str, settings: "Settings") -> None:
+def finish(uuid: str, settings: InstanceSettings) -> None:
     """The last step of making a dataset: <pool>/<uuid>-partial becomes
     <pool>/<uuid>, in one transaction (a mounted one is mounted again at
     its new mountpoint)."""
@@ -170,7 +130,7 @@ def finish(uuid: str, settings: "Settings") -> None:
     remove_mountpoint(Path("/") / settings.partial(uuid))
 
 
-def discard(uuid: str, settings: "Settings") -> None:
+def discard(uuid: str, settings: InstanceSettings) -> None:
     """An unfinished <pool>/<uuid>-partial, if there is one."""
     if zfs_exists(settings.partial(uuid)):
         run("zfs", "destroy", "-r", settings.partial(uuid))
@@ -262,7 +222,7 @@ def check_limits(payload: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def check_nic(nic: Any, i: int, settings: Settings) -> dict[str, Any]:
+def check_nic(nic: Any, i: int, settings: InstanceSettings) -> dict[str, Any]:
     where = f"nics[{i}]"
     if not isinstance(nic, dict):
         raise InstanceError(f"{where}: must be an object with nic_tag and ip, got {nic!r}")
@@ -342,7 +302,7 @@ KEPT = {"owner_uuid", "billing_id", "package_name", "package_version", "tags", "
         "firewall_enabled", "creator_uuid", "origin"}
 
 
-def check_payload(payload: Any, settings: Settings) -> dict[str, Any]:
+def check_payload(payload: Any, settings: InstanceSettings) -> dict[str, Any]:
     """A vmadm create payload -> the instance's config, defaults filled in.
     Raises InstanceError naming the field; has no side effects."""
     if not isinstance(payload, dict):
@@ -377,9 +337,9 @@ def check_payload(payload: Any, settings: Settings) -> dict[str, Any]:
         if not isinstance(hostname, str) or not HOSTNAME_RE.fullmatch(hostname):
             raise InstanceError(f"hostname: not a valid host name (letters, digits, '-', up to 63): {hostname!r}")
         vm["hostname"] = hostname
-    limits = {**{k: settings.defaults[k] for k in LIMITS}, **check_limits(payload)}
+    limits = {**{k: getattr(settings.defaults, k) for k in LIMITS}, **check_limits(payload)}
     vm.update(limits)
-    autoboot = payload.get("autoboot", settings.defaults["autoboot"])
+    autoboot = payload.get("autoboot", settings.defaults.autoboot)
     if not isinstance(autoboot, bool):
         raise InstanceError(f"autoboot: must be true or false, got {autoboot!r}")
     vm["autoboot"] = autoboot
@@ -417,7 +377,7 @@ def _resolver(value: Any) -> str:
 UPDATABLE = {"alias", "autoboot", "customer_metadata", "resolvers", *LIMITS}
 
 
-def check_update(vm: dict[str, Any], update: Any, settings: Settings) -> dict[str, Any]:
+def check_update(vm: dict[str, Any], update: Any, settings: InstanceSettings) -> dict[str, Any]:
     """The instance's config after `update`; raises InstanceError naming the field."""
     if not isinstance(update, dict) or not update:
         raise InstanceError("update: must be a JSON object of the fields to change")
@@ -466,7 +426,7 @@ def unit_dropin(vm: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def nspawn_settings(vm: dict[str, Any], settings: Settings) -> str:
+def nspawn_settings(vm: dict[str, Any], settings: InstanceSettings) -> str:
     uuid = vm["uuid"]
     run_dir = RUN_DIR / uuid
     lines = [
@@ -576,7 +536,7 @@ def resolv_conf(vm: dict[str, Any]) -> str:
 
 # -- reading instances ------------------------------------------------------------------
 
-def read_config(uuid: str, settings: Settings) -> dict[str, Any]:
+def read_config(uuid: str, settings: InstanceSettings) -> dict[str, Any]:
     path = settings.config_file(uuid)
     try:
         vm = json.loads(path.read_text())
@@ -589,7 +549,7 @@ def read_config(uuid: str, settings: Settings) -> dict[str, Any]:
     return vm
 
 
-def instance_uuids(settings: Settings) -> list[str]:
+def instance_uuids(settings: InstanceSettings) -> list[str]:
     """Instances whose config is on the pool (their datasets are mounted)."""
     top = Path("/") / settings.pool
     try:
@@ -601,7 +561,7 @@ def instance_uuids(settings: Settings) -> list[str]:
 
 # -- the generator and the unit's ExecStartPre --------------------------------------------
 
-def generate(out: Path, settings: Settings) -> None:
+def generate(out: Path, settings: InstanceSettings) -> None:
     """Unit drop-ins (limits) and machines.target wants (autoboot), from the pool."""
     for uuid in instance_uuids(settings):
         try:
@@ -621,7 +581,7 @@ def generate(out: Path, settings: Settings) -> None:
                 link.symlink_to(TEMPLATE)
 
 
-def mount(uuid: str, settings: Settings) -> None:
+def mount(uuid: str, settings: InstanceSettings) -> None:
     dataset = settings.dataset(uuid)
     if not zfs_exists(dataset):
         raise InstanceError(f"instance {uuid}: no such instance (no dataset {dataset}; see `vmadm list`)")
@@ -629,7 +589,7 @@ def mount(uuid: str, settings: Settings) -> None:
         run("zfs", "mount", dataset)
 
 
-def check_bridges(vm: dict[str, Any], settings: Settings) -> None:
+def check_bridges(vm: dict[str, Any], settings: InstanceSettings) -> None:
     """Each NIC's tag must be a bridge on this node (triton-network makes them)."""
     for i, nic in enumerate(vm["nics"]):
         bridge = settings.bridge(nic["nic_tag"])
@@ -646,7 +606,7 @@ def remove_mountpoint(path: Path) -> None:
         pass
 
 
-def prepare(uuid: str, settings: Settings) -> None:
+def prepare(uuid: str, settings: InstanceSettings) -> None:
     """Check the instance's dataset is mounted and write its nspawn settings."""
     if not is_uuid(uuid):
         raise InstanceError(f"{uuid!r} is not an instance UUID")
@@ -697,7 +657,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     prog = Path(sys.argv[0]).name
     try:
-        settings = Settings.load()
+        settings = load_settings()
         if prog.endswith("generator"):
             # systemd calls generators with normal, early and late dirs.
             generate(Path(args[0]), settings)

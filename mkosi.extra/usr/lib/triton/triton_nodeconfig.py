@@ -40,6 +40,7 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_network as tn  # noqa: E402
+import triton_settings  # noqa: E402
 
 BOOT = Path("/run/triton/boot")
 NODE_CONFIG = BOOT / "node.config"
@@ -51,7 +52,7 @@ STATE = Path("/run/triton/network.json")
 CMDLINE = Path("/proc/cmdline")
 ETC_HOSTNAME = Path("/etc/hostname")
 ISSUE = Path("/run/issue.d/40-triton-config.issue")
-INSTANCES = Path("/usr/lib/triton/instances.json")
+INSTANCES = triton_settings.INSTANCES_JSON
 # Root's keys as booter delivers them (its per-node files arrive as
 # /etc/triton-<name>), and as /etc/triton/ or a TRITONCFG stick carries them.
 KEY_FILES = ("triton-root_authorized_keys", "root_authorized_keys")
@@ -253,7 +254,7 @@ def main() -> int:
         apply_credentials(cfg)
     except (OSError, ValueError, subprocess.CalledProcessError) as e:
         problems.append(f"root credentials not applied: {e}")
-    suffix = json.loads(INSTANCES.read_text())["bridge_suffix"]
+    suffix = triton_settings.load_instances(INSTANCES).bridge_suffix
     cmdline = CMDLINE.read_text()
 
     local = local_macs()

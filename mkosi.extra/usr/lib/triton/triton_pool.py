@@ -35,9 +35,11 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import triton_settings  # noqa: E402
 from triton_network import bootif_mac, kernel_args  # noqa: E402
+from triton_settings import Dataset, PoolSettings  # noqa: E402
 
-SETTINGS = Path("/usr/lib/triton/pool.json")
+SETTINGS = triton_settings.POOL_JSON
 RUN = Path("/run/triton/pool")
 STATE = RUN / "state.json"
 # The initrd's mount units for the pool's datasets run only when this exists.
@@ -66,40 +68,11 @@ def say(msg: str) -> None:
 
 # -- settings -------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    name: str
-    marker: str
-    pool_properties: dict[str, str]
-    fs_properties: dict[str, str]
-    datasets: tuple[dict[str, Any], ...]
-    image_var: tuple[str, ...]
-    config_dataset: str
-    settle_timeout: int
-    answers_file: str
-
-    @classmethod
-    def load(cls, path: Optional[Path] = None) -> "Settings":
-        path = path or SETTINGS
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise PoolError(f"{path}: cannot read the pool settings the platform build wrote ({e})")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        data = {k: v for k, v in data.items() if k in fields}
-        data["datasets"] = tuple(data["datasets"])
-        data["image_var"] = tuple(data["image_var"])
-        return cls(**data)
-
-    def full(self, name: str) -> str:
-        return f"{self.name}/{name}" if name else self.name
-
-    @property
-    def config_dir(self) -> Path:
-        for d in self.datasets:
-            if d["name"] == self.config_dataset:
-                return Path(d["mountpoint"])
-        raise KeyError(self.config_dataset)
+def load_settings() -> PoolSettings:
+    try:
+        return triton_settings.load_pool(SETTINGS)
+    except triton_settings.SettingsError as e:
+        raise PoolError(str(e)) from None
 
 
 # -- pure helpers (unit-tested) ----------------------------------------------------
@@ -216,9 +189,9 @@ def vdev_args(layout: str, disks: Sequence[str]) -> list[str]:
     return list(disks) if layout == "single" else [layout, *disks]
 
 
-def mount_order(datasets: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def mount_order(datasets: Iterable[Dataset]) -> list[Dataset]:
     """Parents before children."""
-    return sorted(datasets, key=lambda d: (d["mountpoint"].count("/"), d["mountpoint"]))
+    return sorted(datasets, key=lambda d: (d.mountpoint.count("/"), d.mountpoint))
 
 
 def disk_refusal(disk: str, probe: dict[str, str], parts: Sequence[dict[str, str]]) -> Optional[str]:
@@ -258,7 +231,7 @@ def parse_label_txg(zdb: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
-def redo_refusal(settings: "Settings", comment: str, held: Sequence[str], named: Sequence[str]) -> Optional[str]:
+def redo_refusal(settings: PoolSettings, comment: str, held: Sequence[str], named: Sequence[str]) -> Optional[str]:
     """Why setup must not discard the imported pool that is named like the
     system pool but has no marker (None: it is an unfinished setup of this
     node's, on the disks named). `held`: the disks its devices are on."""
@@ -273,9 +246,9 @@ def redo_refusal(settings: "Settings", comment: str, held: Sequence[str], named:
     return None
 
 
-def interrupted_summary(settings: "Settings", datasets: Collection[str]) -> str:
+def interrupted_summary(settings: PoolSettings, datasets: Collection[str]) -> str:
     """What an interrupted setup left, for the console (`datasets`: the pool's)."""
-    wanted = [settings.full(d["name"]) for d in mount_order(settings.datasets) if d["name"]]
+    wanted = [settings.full(d.name) for d in mount_order(settings.datasets) if d.name]
     made = [n for n in wanted if n in datasets]
     missing = [n for n in wanted if n not in datasets]
     return (f"pool '{settings.name}' was created but setup never finished (no {settings.marker}; datasets made: "
@@ -502,7 +475,7 @@ def has_marker(pool: str, marker: str) -> bool:
         probe.rmdir()
 
 
-def system_pools(settings: Settings) -> list[str]:
+def system_pools(settings: PoolSettings) -> list[str]:
     return [p for p in imported_pools() if has_marker(p, settings.marker)]
 
 
@@ -623,7 +596,7 @@ def partition_entry(part: Path) -> Partition:
 
 # -- setup ---------------------------------------------------------------------------
 
-def setup(settings: Settings, answers: Answers, *, booting: bool, report: Callable[[str], None] = say) -> str:
+def setup(settings: PoolSettings, answers: Answers, *, booting: bool, report: Callable[[str], None] = say) -> str:
     """Create the system pool and its datasets. Idempotent: a node that has
     its pool is left alone. Refuses disks that hold anything unless forced,
     and never creates a pool while one of that name is on disk but not
@@ -670,22 +643,21 @@ def setup(settings: Settings, answers: Answers, *, booting: bool, report: Callab
         discard_unfinished(settings.name, disks, quiet=True)
         raise
     done = (f"created pool '{settings.name}' ({answers.layout} of {' '.join(map(str, disks))}) "
-            f"with {', '.join(settings.full(d['name']) for d in settings.datasets if d['name'])}")
+            f"with {', '.join(settings.full(d.name) for d in settings.datasets if d.name)}")
     return done if booting else done + "; reboot to use it (the node mounts its datasets at boot)"
 
 
-def create_argv(settings: Settings, layout: str, disks: Sequence[Path]) -> list[str]:
+def create_argv(settings: PoolSettings, layout: str, disks: Sequence[Path]) -> list[str]:
     argv = ["zpool", "create", "-f", "-o", "cachefile=none", "-o", f"comment={SETUP_INCOMPLETE}"]
     for k, v in settings.pool_properties.items():
         argv += ["-o", f"{k}={v}"]
-    root = next(d for d in settings.datasets if d["name"] == "")
-    argv += ["-O", f"mountpoint={root['mountpoint']}", "-O", "canmount=noauto"]
+    argv += ["-O", f"mountpoint={settings.root.mountpoint}", "-O", "canmount=noauto"]
     for k, v in settings.fs_properties.items():
         argv += ["-O", f"{k}={v}"]
     return argv + [settings.name, *vdev_args(layout, [str(d) for d in disks])]
 
 
-def redo_interrupted(settings: Settings, disks: Sequence[Path], report: Callable[[str], None]) -> None:
+def redo_interrupted(settings: PoolSettings, disks: Sequence[Path], report: Callable[[str], None]) -> None:
     """The imported pool named like the system pool, without its marker: if
     it is this node's unfinished setup on these disks, discard it; else refuse."""
     held = pool_disks(settings.name)
@@ -729,15 +701,15 @@ def create_cut_short(disk: Path) -> bool:
     return unfinished_create(blkid(disk), probes, parse_label_txg(zdb))
 
 
-def _populate(settings: Settings, answers: Answers, disks: Sequence[Path]) -> None:
+def _populate(settings: PoolSettings, answers: Answers, disks: Sequence[Path]) -> None:
     """The datasets, /var seeded, setup.json, and last the marker that makes
     the pool this node's system pool: a pool with the marker has the rest."""
     # Every dataset is canmount=noauto: the initrd mounts them at boot, and
     # creating them on a running node must not hide its live /var.
     for d in mount_order(settings.datasets):
-        if d["name"]:
-            run("zfs", "create", "-o", f"mountpoint={d['mountpoint']}", "-o", "canmount=noauto",
-                settings.full(d["name"]))
+        if d.name:
+            run("zfs", "create", "-o", f"mountpoint={d.mountpoint}", "-o", "canmount=noauto",
+                settings.full(d.name))
     work = Path(tempfile.mkdtemp(prefix="setup-", dir=RUN))
     record = json.dumps({
         "layout": answers.layout, "disks": [str(x) for x in disks],
@@ -746,24 +718,24 @@ def _populate(settings: Settings, answers: Answers, disks: Sequence[Path]) -> No
     }, indent=2) + "\n"
     try:
         for d in mount_order(settings.datasets):
-            if d.get("seed"):
+            if d.seed:
                 with _mounted(settings, d, work) as where:
                     # In the initrd this is the image's pristine copy; on a
                     # running node, its live one (as joysetup did).
-                    run("cp", "-a", f"{d['mountpoint']}/.", f"{where}/")
-            if d["name"] == settings.config_dataset:
+                    run("cp", "-a", f"{d.mountpoint}/.", f"{where}/")
+            if d.name == settings.config_dataset:
                 with _mounted(settings, d, work) as where:
                     (where / "setup.json").write_text(record)
-        with _mounted(settings, next(d for d in settings.datasets if d["name"] == ""), work) as where:
+        with _mounted(settings, settings.root, work) as where:
             (where / settings.marker).write_text("")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def _mounted(settings: Settings, d: dict[str, Any], work: Path) -> Iterator[Path]:
-    where = work / (d["name"] or "root")
-    mount_zfs(settings.full(d["name"]), where)
+def _mounted(settings: PoolSettings, d: Dataset, work: Path) -> Iterator[Path]:
+    where = work / (d.name or "root")
+    mount_zfs(settings.full(d.name), where)
     try:
         yield where
     finally:
@@ -780,7 +752,7 @@ def _os_release() -> dict[str, str]:
     return out
 
 
-def load_answers(settings: Settings, args: dict[str, str]) -> Optional[tuple[Answers, str]]:
+def load_answers(settings: PoolSettings, args: dict[str, str]) -> Optional[tuple[Answers, str]]:
     url = args.get("triton.answers")
     if url:
         # Only here: importing it costs every boot's pool import a quarter
@@ -807,7 +779,7 @@ def load_answers(settings: Settings, args: dict[str, str]) -> Optional[tuple[Ans
 
 # -- boot (in the initrd, inside the verified root) ---------------------------------------
 
-def boot(settings: Settings) -> int:
+def boot(settings: PoolSettings) -> int:
     RUN.mkdir(parents=True, exist_ok=True)
     MOUNT_FLAG.unlink(missing_ok=True)
     args = kernel_args(_read(Path("/proc/cmdline")))
@@ -894,7 +866,7 @@ def boot(settings: Settings) -> int:
     return 0
 
 
-def set_up_at_boot(settings: Settings, args: dict[str, str], unfinished: Optional[str], state: dict[str, Any],
+def set_up_at_boot(settings: PoolSettings, args: dict[str, str], unfinished: Optional[str], state: dict[str, Any],
                    note: Callable[[str], None]) -> Optional[str]:
     """No system pool: say what an interrupted setup left, and set up from
     an answers file if one was delivered. The pool made, if any."""
@@ -921,7 +893,7 @@ def pool_comment(pool: str) -> str:
     return run("zpool", "get", "-H", "-o", "value", "comment", pool, check=False).stdout.strip()
 
 
-def unfinished_setup(settings: Settings, unmarked: Sequence[str]) -> Optional[str]:
+def unfinished_setup(settings: PoolSettings, unmarked: Sequence[str]) -> Optional[str]:
     """The imported pool without the marker that is this node's setup cut short, if any."""
     return settings.name if settings.name in unmarked and pool_comment(settings.name) == SETUP_INCOMPLETE else None
 
@@ -962,20 +934,20 @@ def destroy_and_clear(pool: str, note: Callable[[str], None]) -> bool:
     return True
 
 
-def factory_reset_requested(settings: Settings, pool: str) -> bool:
+def factory_reset_requested(settings: PoolSettings, pool: str) -> bool:
     r = run("zfs", "get", "-H", "-o", "value", FACTORY_RESET, f"{pool}/var", check=False)
     return r.returncode == 0 and r.stdout.strip() == "yes"
 
 
-def ensure_datasets(settings: Settings, note: Any) -> None:
+def ensure_datasets(settings: PoolSettings, note: Any) -> None:
     """A pool set up by an older platform may lack a dataset this one mounts:
     create it (empty, never touching what is there)."""
     have = set(lines("zfs", "list", "-H", "-o", "name", "-r", settings.name))
     for d in mount_order(settings.datasets):
-        name = settings.full(d["name"])
+        name = settings.full(d.name)
         if name not in have:
-            run("zfs", "create", "-o", f"mountpoint={d['mountpoint']}", "-o", "canmount=noauto", name)
-            note(f"created missing dataset {name} ({d['mountpoint']})")
+            run("zfs", "create", "-o", f"mountpoint={d.mountpoint}", "-o", "canmount=noauto", name)
+            note(f"created missing dataset {name} ({d.mountpoint})")
 
 
 # -- restore (in the initrd, after the datasets are mounted) --------------------------------
@@ -1009,7 +981,7 @@ def describe(e: Exception) -> str:
     """An exception as one line naming the file and the error."""
     if isinstance(e, OSError) and e.strerror:
         text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
-    elif isinstance(e, PoolError):
+    elif isinstance(e, (PoolError, triton_settings.SettingsError)):
         text = str(e)
     else:
         text = f"{type(e).__name__}: {e}"
@@ -1060,14 +1032,14 @@ def restore_failures(state: dict[str, Any]) -> set[str]:
     return {r.get("step", "?") for r in state.get("restore", []) if not r.get("ok")}
 
 
-def restore(settings: Settings) -> int:
+def restore(settings: PoolSettings) -> int:
     """Each step runs whatever the others did, and the instances always
     mount; a failure is a line on the console, in `triton-pool status`,
     and the exit status."""
     if not MOUNT_FLAG.exists():
         return 0
     cfg = settings.config_dir
-    unmounted = [d["mountpoint"] for d in settings.datasets if not is_mountpoint(Path(d["mountpoint"]))]
+    unmounted = [d.mountpoint for d in settings.datasets if not is_mountpoint(Path(d.mountpoint))]
     if unmounted:
         say(f"FAILED: datasets not mounted on {', '.join(unmounted)}: this boot keeps nothing there")
     identity = run_steps(identity_steps(cfg)) if str(cfg) not in unmounted else []
@@ -1091,7 +1063,7 @@ def identity_steps(cfg: Path) -> list[Step]:
     ]
 
 
-def instance_datasets(listing: str, settings: Settings) -> list[str]:
+def instance_datasets(listing: str, settings: PoolSettings) -> list[str]:
     """From `zfs list -H -o name,canmount -d 1 <pool>`: the pool's children
     that vmadm made (named by UUID, canmount=on), to be mounted at boot."""
     out = []
@@ -1106,7 +1078,7 @@ def instance_datasets(listing: str, settings: Settings) -> list[str]:
     return out
 
 
-def mount_instances(settings: Settings) -> Optional[str]:
+def mount_instances(settings: PoolSettings) -> Optional[str]:
     """Mount the instances' datasets, so the root's systemd finds their
     config (triton-instance-generator) from its first moment. One that
     does not mount leaves the others mounted."""
@@ -1129,7 +1101,7 @@ def mount_instances(settings: Settings) -> Optional[str]:
     return f"mounted {len(names)} instance dataset(s)" if names else None
 
 
-def remove_unfinished(settings: Settings) -> list[str]:
+def remove_unfinished(settings: PoolSettings) -> list[str]:
     """Destroy what an interrupted `vmadm create` or `imgadm import` left
     (triton_instance.leftovers), before anything mounts or starts it, with a
     console line naming each. Here, in the initrd, no vmadm or imgadm can be
@@ -1146,7 +1118,7 @@ def remove_unfinished(settings: Settings) -> list[str]:
         say(f"removed {left.dataset}: {left.why}")
         try:
             if left.image:
-                ti.Settings.load().manifest(left.image).unlink(missing_ok=True)
+                triton_settings.load_instances().manifest(left.image).unlink(missing_ok=True)
         except (OSError, ValueError, TypeError) as e:
             failed.append(f"{left.dataset} removed, but not its image's manifest: {describe(e)}")
     return failed
@@ -1358,7 +1330,7 @@ def apply_root_save(root: Path, changes: Mapping[str, Optional[bytes]]) -> None:
             say(f"saved root's {name} to {root / name}")
 
 
-def save_root(settings: Settings) -> int:
+def save_root(settings: PoolSettings) -> int:
     """Keep root's password field and authorized_keys on the pool as they
     are, removals and locks included (triton-persist-root.path)."""
     state = read_state()
@@ -1388,7 +1360,7 @@ def save_root(settings: Settings) -> int:
 
 # -- operator commands ----------------------------------------------------------------------
 
-def status(settings: Settings, as_json: bool) -> int:
+def status(settings: PoolSettings, as_json: bool) -> int:
     state = read_state() or {"pool": settings.name, "state": "unknown",
                              "messages": ["no record of this boot's import (/run/triton/pool/state.json)"]}
     pool = state.get("pool", settings.name)
@@ -1415,7 +1387,7 @@ def confirm(prompt: str, expected: str) -> bool:
         return False
 
 
-def factory_reset(settings: Settings, yes: bool, cancel: bool, reboot: bool) -> int:
+def factory_reset(settings: PoolSettings, yes: bool, cancel: bool, reboot: bool) -> int:
     found = system_pools(settings)
     if not found:
         raise PoolError("no system pool is imported: there is nothing to reset")
@@ -1457,7 +1429,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sub.add_parser(name, help=argparse.SUPPRESS)
     a = parser.parse_args(argv)
     try:
-        settings = Settings.load()
+        settings = load_settings()
         if a.command == "boot":
             return boot(settings)
         if a.command == "restore":

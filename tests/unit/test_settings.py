@@ -1,0 +1,101 @@
+"""The pool and instance settings, declared once (triton_settings): what the
+build parses from platform.yaml is what the node reads back from the JSON
+the build writes, and a bad file or field is named."""
+
+import copy
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hooks import config
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
+import triton_settings as ts  # noqa: E402
+
+GOOD = yaml.safe_load(config.DEFAULT_PATH.read_text())
+
+
+def test_the_hooks_and_the_node_share_one_declaration():
+    assert config.PoolSettings is ts.PoolSettings and config.InstanceSettings is ts.InstanceSettings
+
+
+@pytest.mark.parametrize("section,loader", [("pool", ts.load_pool), ("instances", ts.load_instances)])
+def test_the_node_reads_back_what_the_build_writes(tmp_path, section, loader):
+    built = getattr(config.load(), section)
+    path = tmp_path / f"{section}.json"
+    path.write_text(json.dumps(built.as_json(), indent=2))
+    assert loader(path) == built
+
+
+def test_instances_know_their_pool():
+    c = config.load()
+    assert c.instances.pool == c.pool.name
+    assert c.instances.dataset("u") == f"{c.pool.name}/u" and c.instances.partial("u") == f"{c.pool.name}/u-partial"
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(ts.SettingsError, match=r"missing.json: cannot read the settings the platform build wrote"):
+        ts.load_pool(tmp_path / "missing.json")
+
+
+def test_a_file_that_is_not_json_is_named(tmp_path):
+    (tmp_path / "pool.json").write_text("{not json")
+    with pytest.raises(ts.SettingsError, match=r"pool.json: the settings the platform build wrote are not valid JSON"):
+        ts.load_pool(tmp_path / "pool.json")
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d: d.pop("marker"), "missing setting 'marker'"),
+    (lambda d: d.update(settle_timeout="30"), "'settle_timeout' must be a whole number"),
+    (lambda d: d.update(settle_timeout=True), "'settle_timeout' must be a whole number"),
+    (lambda d: d.update(colour="blue"), "unknown keys ['colour']"),
+    (lambda d: d["datasets"][1].update(mountpoint="zones/config"), "'datasets[1].mountpoint' 'zones/config'"),
+    (lambda d: d["datasets"][2].pop("mountpoint"), "missing setting 'datasets[2].mountpoint'"),
+    (lambda d: d.update(datasets=d["datasets"][1:]), "must include the pool's root dataset"),
+    (lambda d: d.update(config_dataset="etc"), "'config_dataset' 'etc' is not in datasets"),
+    (lambda d: d["fs_properties"].update(atime=False), "'fs_properties.atime' must be a string"),
+])
+def test_a_bad_pool_field_is_named_with_its_file(tmp_path, change, message):
+    data = config.load().pool.as_json()
+    change(data)
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ts.SettingsError) as e:
+        ts.load_pool(path)
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
+
+
+def test_a_bad_instance_default_is_named(tmp_path):
+    data = config.load().instances.as_json()
+    data["defaults"]["autoboot"] = "yes"
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ts.SettingsError, match=r"'defaults.autoboot' must be true or false"):
+        ts.load_instances(path)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d["pool"].pop("name"), "platform.yaml: missing setting 'pool.name'"),
+    (lambda d: d["pool"]["datasets"][0].update(mountpoint="/"), "platform.yaml: 'pool.datasets[0].mountpoint' '/'"),
+    (lambda d: d["instances"]["defaults"].update(colour=1), "platform.yaml: 'instances.defaults' has unknown keys"),
+    (lambda d: d["instances"].update(stop_timeout="90s"), "platform.yaml: 'instances.stop_timeout' must be"),
+    (lambda d: d["boot"].update(fetch_failure="retry"), "platform.yaml: 'boot.fetch_failure' is 'retry'; one of"),
+])
+def test_platform_yaml_errors_name_the_field(edit, message):
+    data = copy.deepcopy(GOOD)
+    edit(data)
+    with pytest.raises(config.ConfigError) as e:
+        config.parse(data)
+    assert message in str(e.value)
+
+
+def test_runtime_paths_hang_together():
+    r = ts.RUNTIME
+    assert r.mount_flag.parent == r.pool and r.pool_state.parent == r.pool
+    assert all(str(p).startswith("/run/triton/") for p in (r.boot_files, r.rootfs, r.pool, r.instances))
+    assert dataclasses.is_dataclass(r)

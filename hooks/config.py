@@ -25,10 +25,11 @@ if str(NODE_LIB) not in sys.path:
     sys.path.append(str(NODE_LIB))
 
 from triton_settings import (  # noqa: E402
-    RUNTIME, Dataset, InstanceDefaults, InstanceSettings, PoolSettings, Runtime, SettingsError, from_dict,
+    INSTANCES_JSON, POOL_JSON, RUNTIME, Dataset, InstanceDefaults, InstanceSettings, PoolSettings, Runtime,
+    SettingsError, from_dict,
 )
 
-__all__ = ["RUNTIME", "Dataset", "InstanceDefaults", "InstanceSettings", "PoolSettings", "Runtime",
+__all__ = ["INSTANCES_JSON", "POOL_JSON", "RUNTIME", "Dataset", "InstanceDefaults", "InstanceSettings", "PoolSettings", "Runtime",
            "ConfigError", "PlatformConfig", "SquashfsSettings", "ZfsSettings", "BootSettings", "MediaSettings",
            "parse", "load"]
 

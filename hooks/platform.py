@@ -213,7 +213,8 @@ def assemble(
     # Bind the root into the initrd: its fetch-rootfs boots only a root
     # with this hash and dm-verity root hash (an appended cpio adds the file
     # to mkosi's initrd).
-    env = bootfiles.rootfs_env(stamp, rootfs_sha256, rootfs_size, hash_tree, settings)
+    env = bootfiles.rootfs_env(stamp, rootfs_sha256, rootfs_size, hash_tree, settings,
+                               f"{platform_name(stamp)}/{paths['rootfs']}")
     # The same archive carries the initrd's pool units, rendered from
     # platform.yaml (they run the root's own triton-pool and ZFS).
     appended = {bootfiles.ROOTFS_ENV: env.encode()}

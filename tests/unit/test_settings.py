@@ -2,6 +2,7 @@
 build parses from platform.yaml is what the node reads back from the JSON
 the build writes, and a bad file or field is named."""
 
+import ast
 import copy
 import dataclasses
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hooks import config
+from hooks import config, postinst
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
@@ -99,3 +100,47 @@ def test_runtime_paths_hang_together():
     assert r.mount_flag.parent == r.pool and r.pool_state.parent == r.pool
     assert all(str(p).startswith("/run/triton/") for p in (r.boot_files, r.rootfs, r.pool, r.instances))
     assert dataclasses.is_dataclass(r)
+
+
+def test_units_that_need_runtime_paths_are_rendered_with_them():
+    files = postinst.unit_files(config.load())
+    for unit in ("triton-persist-root.path", "triton-persist-root.service"):
+        assert f"ConditionPathExists={ts.RUNTIME.mount_flag}\n" in files[f"/usr/lib/systemd/system/{unit}"]
+    network = files["/usr/lib/systemd/network/99-triton-dhcp.network"]
+    assert f"VendorClassIdentifier={ts.RUNTIME.dhcp_vendor_class}\n" in network
+    instance = files["/usr/lib/systemd/system/triton-instance@.service"]
+    assert f"EnvironmentFile=-{ts.RUNTIME.instances}/%i/nspawn.env\n" in instance
+
+
+def test_booters_dhcp_server_is_asked_as_a_pxe_client():
+    # Booter's DHCP server answers "PXEClient" vendor classes only.
+    assert ts.RUNTIME.dhcp_vendor_class == "PXEClient.Linux.x86_64"
+
+
+def code_strings(path: Path) -> list[str]:
+    """A Python file's string constants, docstrings left out."""
+    tree = ast.parse(path.read_text())
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_each_runtime_path_is_written_once():
+    """/run/triton/... and the DHCP vendor class are declared in
+    triton_settings.RUNTIME; code, units and scripts take them from there
+    (comments may name them)."""
+    values = ("/run/triton", ts.RUNTIME.dhcp_vendor_class)
+    found = []
+    for path in (REPO / "mkosi.extra/usr/lib/triton").glob("*.py"):
+        if path.name != "triton_settings.py":
+            found += [(path.name, s) for s in code_strings(path) if any(v in s for v in values)]
+    for path in (REPO / "hooks").rglob("*.py"):
+        found += [(path.name, s) for s in code_strings(path) if any(v in s for v in values)]
+    others = [*(REPO / "hooks/templates").rglob("*.j2"), *(REPO / "mkosi.initrd/mkosi.extra/usr/lib/triton").iterdir(),
+              *(p for p in (REPO / "mkosi.extra/usr/lib/systemd").rglob("*") if p.is_file())]
+    for path in others:
+        code = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+        found += [(path.name, line) for line in code if any(v in line for v in values)]
+    assert found == []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hooks import postinst
 from hooks.config import load
 
 REPO = Path(__file__).resolve().parents[2]
@@ -588,6 +589,6 @@ def test_save_root_leaves_an_unmounted_config_dataset_alone(node, capsys):
 def test_the_path_unit_sees_a_change_and_a_removal_of_either_file():
     # PathChanged= on a file fires when it is written, replaced or removed
     # (IN_ATTRIB, IN_DELETE_SELF on the file; the directory once it is gone).
-    unit = (REPO / "mkosi.extra/usr/lib/systemd/system/triton-persist-root.path").read_text()
+    unit = postinst.unit_files(load())["/usr/lib/systemd/system/triton-persist-root.path"]
     watched = [line.split("=", 1) for line in unit.splitlines() if line.startswith("Path")]
     assert sorted(watched) == [["PathChanged", "/etc/shadow"], ["PathChanged", "/root/.ssh/authorized_keys"]]

@@ -52,7 +52,7 @@ class Layout:
     usr_config: Path = Path("/usr/triton/config")
     opt: Path = Path("/opt")
     pool_config: Path = Path("/opt/triton/config")
-    boot: Path = Path("/run/triton/boot")
+    boot: Path = triton_settings.RUNTIME.boot_files
     kept: Path = Path("/zones/config/boot")
     default_env: Path = Path("/usr/triton/defaults/systemd.env")
 

@@ -43,7 +43,7 @@ from triton_settings import PARTIAL, InstanceSettings  # noqa: E402
 
 SETTINGS = triton_settings.INSTANCES_JSON
 NSPAWN_DIR = Path("/run/systemd/nspawn")
-RUN_DIR = Path("/run/triton/instances")
+RUN_DIR = triton_settings.RUNTIME.instances
 UNIT = "triton-instance@{}.service"
 TEMPLATE = "/usr/lib/systemd/system/triton-instance@.service"
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -36,16 +36,18 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from triton_settings import RUNTIME
+
 MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 TAG_RE = re.compile(r"[a-z][a-z0-9_]{0,12}")
 AGGR_RE = re.compile(r"[a-z][a-z0-9_]{0,14}")
 IFNAMSIZ = 15
 LACP_MODES = {"active": "802.3ad", "passive": "802.3ad", "off": "balance-xor"}
 
-DHCP = """DHCP=ipv4
+DHCP = f"""DHCP=ipv4
 
 [DHCPv4]
-VendorClassIdentifier=PXEClient.Linux.x86_64
+VendorClassIdentifier={RUNTIME.dhcp_vendor_class}
 ClientIdentifier=mac
 """
 QUIET = "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"

@@ -42,13 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_network as tn  # noqa: E402
 import triton_settings  # noqa: E402
 
-BOOT = Path("/run/triton/boot")
+BOOT = triton_settings.RUNTIME.boot_files
 NODE_CONFIG = BOOT / "node.config"
 NETWORKING = BOOT / "triton-networking.json"
 NETWORK_DIR = Path("/run/systemd/network")
 RESOLVED = Path("/run/systemd/resolved.conf.d/50-triton.conf")
 TIMESYNCD = Path("/run/systemd/timesyncd.conf.d/50-triton.conf")
-STATE = Path("/run/triton/network.json")
+STATE = triton_settings.RUNTIME.network_state
 CMDLINE = Path("/proc/cmdline")
 ETC_HOSTNAME = Path("/etc/hostname")
 ISSUE = Path("/run/issue.d/40-triton-config.issue")
@@ -304,7 +304,7 @@ def main() -> int:
         say(f"PROBLEM: {p}")
     if problems:
         write(ISSUE, f"Boot configuration: {len(problems)} problem(s); see "
-                     f"`journalctl -b -u {PROG}` or /run/triton/network.json.\n")
+                     f"`journalctl -b -u {PROG}` or {STATE}.\n")
     return 0
 
 

@@ -37,14 +37,14 @@ from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Optio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_settings  # noqa: E402
 from triton_network import bootif_mac, kernel_args  # noqa: E402
-from triton_settings import Dataset, PoolSettings  # noqa: E402
+from triton_settings import RUNTIME, Dataset, PoolSettings  # noqa: E402
 
 SETTINGS = triton_settings.POOL_JSON
-RUN = Path("/run/triton/pool")
-STATE = RUN / "state.json"
+RUN = RUNTIME.pool
+STATE = RUNTIME.pool_state
 # The initrd's mount units for the pool's datasets run only when this exists.
-MOUNT_FLAG = RUN / "mount"
-BOOT_FILES = Path("/run/triton/boot")
+MOUNT_FLAG = RUNTIME.mount_flag
+BOOT_FILES = RUNTIME.boot_files
 ISSUE = Path("/run/issue.d/50-triton-pool.issue")
 LAYOUTS = {"single": 1, "mirror": 2, "raidz": 3, "raidz2": 4}
 FACTORY_RESET = "smartdc:factoryreset"  # as SmartOS and linux-live set it on <pool>/var
@@ -1362,7 +1362,7 @@ def save_root(settings: PoolSettings) -> int:
 
 def status(settings: PoolSettings, as_json: bool) -> int:
     state = read_state() or {"pool": settings.name, "state": "unknown",
-                             "messages": ["no record of this boot's import (/run/triton/pool/state.json)"]}
+                             "messages": [f"no record of this boot's import ({STATE})"]}
     pool = state.get("pool", settings.name)
     if state.get("state") == "imported" and pool in imported_pools():
         state["health"] = pool_health(pool)

@@ -26,7 +26,6 @@ any of them starts (triton-config-dir.service, early in sysinit).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import tempfile

@@ -37,9 +37,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import triton_settings  # noqa: E402
-from triton_settings import PARTIAL, InstanceSettings  # noqa: E402
+import triton_settings
+from triton_settings import PARTIAL, InstanceSettings
 
 SETTINGS = triton_settings.INSTANCES_JSON
 NSPAWN_DIR = Path("/run/systemd/nspawn")

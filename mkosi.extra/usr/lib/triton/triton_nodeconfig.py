@@ -40,6 +40,7 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_network as tn  # noqa: E402
+from triton_common import bootif_mac, kernel_args, normal_mac  # noqa: E402
 import triton_settings  # noqa: E402
 
 BOOT = triton_settings.RUNTIME.boot_files
@@ -170,19 +171,19 @@ def admin_mac_hint(cmdline: str, cfg: dict[str, str], local: list[str], problems
     """The admin NIC when networking.json does not name one: admin_nic= on the
     kernel command line (booter's boot parameter), node.config's admin_nic,
     then the boot NIC (BOOTIF=)."""
-    args = tn.kernel_args(cmdline)
+    args = kernel_args(cmdline)
     for source, value in (("kernel argument admin_nic", args.get("admin_nic")),
                           (f"{NODE_CONFIG}: admin_nic", cfg.get("admin_nic"))):
         if not value:
             continue
-        mac = tn.normal_mac(value)
+        mac = normal_mac(value)
         if mac is None:
             problems.append(f"{source} {value!r} is not a MAC address; not used")
         elif mac not in local:
             problems.append(f"{source} {mac}: no NIC with that MAC on this node; not used")
         else:
             return mac
-    return tn.bootif_mac(cmdline)
+    return bootif_mac(cmdline)
 
 
 def network_plan(cmdline: str, cfg: dict[str, str], suffix: str, local: list[str],
@@ -190,7 +191,7 @@ def network_plan(cmdline: str, cfg: dict[str, str], suffix: str, local: list[str
     """networking.json if it is there and usable (and use_file); else booter's
     kernel arguments (<tag>_nic=, <aggr>_aggr=, ip=), with the boot NIC as admin."""
     problems: list[str] = []
-    args = tn.kernel_args(cmdline)
+    args = kernel_args(cmdline)
     admin = admin_mac_hint(cmdline, cfg, local, problems)
     plan: Optional[tn.Plan] = None
     if use_file and NETWORKING.is_file():
@@ -279,7 +280,7 @@ def main() -> int:
     admin_mac = None
     if admin:
         admin_mac = plan.aggregations[admin.port].macs[0] if admin.port in plan.aggregations else admin.port
-    hostname = choose_hostname(plan, cfg, admin_mac, problems, tn.kernel_args(cmdline))
+    hostname = choose_hostname(plan, cfg, admin_mac, problems, kernel_args(cmdline))
     if hostname:
         socket.sethostname(hostname)
         write(ETC_HOSTNAME, hostname + "\n")

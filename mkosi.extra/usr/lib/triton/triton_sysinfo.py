@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from triton_common import UUID_RE, kernel_args, os_release  # noqa: E402
 from triton_nodeconfig import parse_node_config  # noqa: E402
-from triton_network import kernel_args  # noqa: E402
-from triton_pool import _os_release as os_release  # noqa: E402
 from triton_settings import RUNTIME  # noqa: E402
 
 BOOT_FILES = RUNTIME.boot_files
@@ -53,7 +52,6 @@ USAGE = """usage: sysinfo [-f] [-p] [-u]
   -f  force a refresh (there is no cache: the same as no option)
   -p  key='value' lines instead of JSON
   -u  update the cache only, print nothing (there is no cache)"""
-UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ the subset that applies: uuid, name, version, os, type, files[0] with size
 and sha256). Importing it extracts the tarball into <pool>/<uuid>/root,
 verifies size and SHA-256 while it streams, and snapshots the dataset as
 <pool>/<uuid>@final; instances are clones of that snapshot. Until it is
-whole, the dataset is <pool>/<uuid>-partial (see triton_instance.PARTIAL).
+whole, the dataset is <pool>/<uuid>-partial (see triton_settings.PARTIAL).
 
   imgadm import MANIFEST            path or http(s) URL of the manifest; the
                                     file is files[0].path (or <manifest>.tar.*)
@@ -36,6 +36,7 @@ from typing import IO, Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_instance as ti  # noqa: E402
+from triton_common import is_uuid  # noqa: E402
 from triton_instance import InstanceError, load_settings, run  # noqa: E402
 from triton_settings import InstanceSettings  # noqa: E402
 
@@ -78,7 +79,7 @@ def check_manifest(data: Any, source: str) -> dict[str, Any]:
     for field in ("uuid", "name", "version", "os", "type"):
         if not isinstance(data.get(field), str) or not data[field]:
             raise InstanceError(f"{source}: manifest field {field!r} is missing or not a string")
-    if not ti.is_uuid(data["uuid"]):
+    if not is_uuid(data["uuid"]):
         raise InstanceError(f"{source}: manifest uuid {data['uuid']!r} is not a lower-case UUID")
     if data["os"] != "linux":
         raise InstanceError(f"{source}: image os is {data['os']!r}; this node runs only 'linux' images")
@@ -330,7 +331,7 @@ def write_manifest(manifest: dict[str, Any], settings: InstanceSettings) -> None
 
 
 def delete_image(uuid: str, settings: InstanceSettings) -> None:
-    if not ti.is_uuid(uuid):
+    if not is_uuid(uuid):
         raise InstanceError(f"{uuid!r} is not an image UUID (see `imgadm list`)")
     snap = f"{settings.dataset(uuid)}@{settings.snapshot}"
     if not ti.zfs_exists(snap):
@@ -363,7 +364,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             elif args.source.endswith(TAR_SUFFIXES) and not is_url(args.source):
                 stem = next(args.source[: -len(s)] for s in TAR_SUFFIXES if args.source.endswith(s))
                 manifest_src, file_src = stem + ".json", args.source
-            elif ti.is_uuid(args.source):
+            elif is_uuid(args.source):
                 raise InstanceError(f"import {args.source}: importing by UUID needs an image server (IMGAPI), "
                                     f"and this node has none configured; give the manifest's path or URL")
             else:
@@ -385,7 +386,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.cmd == "get":
             manifest = manifest_path(args.uuid, settings)
             snap = f"{settings.dataset(args.uuid)}@{settings.snapshot}"
-            if not ti.is_uuid(args.uuid) or not manifest.is_file() or not ti.zfs_exists(snap):
+            if not is_uuid(args.uuid) or not manifest.is_file() or not ti.zfs_exists(snap):
                 raise InstanceError(f"image {args.uuid} is not installed (see `imgadm list`)")
             say(manifest.read_text().rstrip())
         elif args.cmd == "delete":

@@ -29,7 +29,10 @@ from typing import Any, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_guestroot as guestroot  # noqa: E402
 import triton_instance as ti  # noqa: E402
+from triton_common import is_uuid  # noqa: E402
 from triton_instance import InstanceError, load_settings, run  # noqa: E402
+from triton_instance_payload import check_payload, check_update  # noqa: E402
+from triton_instance_prepare import cleanup  # noqa: E402
 from triton_settings import InstanceSettings  # noqa: E402
 
 PROG = "vmadm"
@@ -113,7 +116,7 @@ def create(payload: Any, settings: InstanceSettings) -> str:
     renamed to <pool>/<uuid> once its root and vm.json are written. A power
     cut before the rename leaves a -partial dataset that the next boot
     removes; after it, a whole instance (started at boot if autoboot)."""
-    vm = ti.check_payload(payload, settings)
+    vm = check_payload(payload, settings)
     ti.require_pool(settings)
     uuid = vm.setdefault("uuid", str(uuidlib.uuid4()))
     check_new(uuid, settings)
@@ -196,7 +199,7 @@ def remove(uuid: str, settings: InstanceSettings) -> None:
     ti.remove_mountpoint(settings.mountpoint(uuid))
     for p in (ti.NSPAWN_DIR / f"{uuid}.nspawn",):
         p.unlink(missing_ok=True)
-    ti.cleanup(uuid)
+    cleanup(uuid)
     rundir = ti.RUN_DIR / uuid
     if rundir.is_dir():
         for f in rundir.iterdir():
@@ -211,7 +214,7 @@ def remove(uuid: str, settings: InstanceSettings) -> None:
 
 
 def delete(uuid: str, settings: InstanceSettings) -> None:
-    if not ti.is_uuid(uuid):
+    if not is_uuid(uuid):
         raise InstanceError(f"{uuid!r} is not an instance UUID (see `vmadm list`)")
     if not instance_exists(uuid, settings):
         raise InstanceError(f"instance {uuid}: no such instance (see `vmadm list`)")
@@ -220,7 +223,7 @@ def delete(uuid: str, settings: InstanceSettings) -> None:
 
 def update(uuid: str, changes: Any, settings: InstanceSettings) -> dict[str, Any]:
     vm = ti.read_config(uuid, settings)
-    new = ti.check_update(vm, changes, settings)
+    new = check_update(vm, changes, settings)
     if new["quota"] != vm.get("quota"):
         run("zfs", "set", f"quota={new['quota']}G" if new["quota"] else "quota=none", settings.dataset(uuid))
     write_json(settings.config_file(uuid), new)

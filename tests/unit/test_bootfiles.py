@@ -5,7 +5,7 @@ import pytest
 
 from hooks import bootfiles, verity
 from hooks.config import RUNTIME, load
-from hooks.platform import layout
+from hooks.platform_dir import layout
 
 S = load()
 INITRD_LIB = Path(__file__).resolve().parents[2] / "mkosi.initrd/mkosi.extra/usr/lib/triton"

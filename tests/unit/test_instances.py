@@ -164,7 +164,7 @@ def test_image_manifest_checks(tmp_path):
 
 
 def test_image_pack_round_trip(tmp_path):
-    from hooks import image_pack
+    from tools import image_pack
     tarball = tmp_path / "img.tar.zst"
     tarball.write_bytes(b"\x28\xb5\x2f\xfd" + b"x" * 100)
     m = json.loads(image_pack.write_manifest(tarball, name="img", version="1").read_text())

@@ -1,4 +1,4 @@
-"""mypy over the Python the image runs (/usr/lib/triton) and the build hooks.
+"""mypy over the Python the image runs (/usr/lib/triton), the build hooks and the tools.
 
 It catches what no single unit test reaches: a call to a function a module
 does not have, a misspelt name, a wrong number of arguments (a rename once
@@ -28,8 +28,8 @@ def test_image_python_has_no_type_errors():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_hooks_have_no_type_errors():
-    res = mypy(REPO / "hooks")
+def test_hooks_and_tools_have_no_type_errors():
+    res = mypy(REPO / "hooks", REPO / "tools")
     assert res.returncode == 0, res.stdout + res.stderr
 
 

@@ -12,7 +12,7 @@ import pytest
 from hooks import bootfiles, verity
 from hooks.config import load
 from hooks.files import sha256_file
-from hooks.platform import build_manifest, layout
+from hooks.platform_dir import build_manifest, layout
 
 SHA = "ab" * 32
 FETCH_ROOTFS = Path(__file__).resolve().parents[2] / "mkosi.initrd/mkosi.extra/usr/lib/triton/fetch-rootfs"

@@ -306,10 +306,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    # `python3 -m hooks.platform prune DIR` (used by make).
+    # `python3 -m hooks.platform_dir prune DIR` (used by make).
     if sys.argv[1:2] == ["prune"] and len(sys.argv) == 3:
         for p in prune(Path(sys.argv[2]), load().keep):
             print(f"removed old {p.name}")
         sys.exit(0)
-    print("usage: python3 -m hooks.platform prune OUTPUT_DIR", file=sys.stderr)
+    print("usage: python3 -m hooks.platform_dir prune OUTPUT_DIR", file=sys.stderr)
     sys.exit(2)

@@ -42,8 +42,13 @@ def test_a_failed_command_raises_the_callers_error_naming_it():
     assert common.run("cat", input="in").stdout == "in"
 
 
-def test_os_release(tmp_path):
-    path = tmp_path / "os-release"
-    path.write_text('NAME="Debian GNU/Linux"\nTRITON_RELEASE="20261201T000000Z"\n')
-    assert common.os_release(path)["TRITON_RELEASE"] == "20261201T000000Z"
-    assert common.os_release(tmp_path / "none") == {}
+def test_os_release_is_the_running_systems(monkeypatch):
+    import platform
+    assert common.os_release() == platform.freedesktop_os_release()
+    assert common.os_release()["ID"]
+
+    def none() -> dict[str, str]:
+        raise FileNotFoundError(2, "No such file or directory", "/usr/lib/os-release")
+
+    monkeypatch.setattr(platform, "freedesktop_os_release", none)
+    assert common.os_release() == {}

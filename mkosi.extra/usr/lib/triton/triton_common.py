@@ -79,11 +79,12 @@ def is_uuid(value: Any) -> bool:
     return isinstance(value, str) and UUID_RE.fullmatch(value) is not None
 
 
-def os_release(path: Path = Path("/usr/lib/os-release")) -> dict[str, str]:
-    """The running system's os-release (TRITON_RELEASE: the platform's stamp)."""
-    out = {}
-    for line in read_text(path).splitlines():
-        k, sep, v = line.partition("=")
-        if sep:
-            out[k] = v.strip('"')
-    return out
+def os_release() -> dict[str, str]:
+    """The running system's os-release (TRITON_RELEASE: the platform's
+    stamp); {} when it has none."""
+    # Only here: `platform` is not needed by the pool's import at boot.
+    import platform
+    try:
+        return platform.freedesktop_os_release()
+    except OSError:
+        return {}

@@ -128,10 +128,12 @@ def code_strings(path: Path) -> list[str]:
 
 
 def test_each_runtime_path_is_written_once():
-    """/run/triton/... and the DHCP vendor class are declared in
-    triton_settings.RUNTIME; code, units and scripts take them from there
-    (comments may name them)."""
-    values = ("/run/triton", ts.RUNTIME.dhcp_vendor_class)
+    """The paths and names declared in triton_settings.RUNTIME are written
+    nowhere else: code, units and scripts take them from there (comments
+    may name them)."""
+    r = ts.RUNTIME
+    values = tuple(str(v) for v in (r.boot_files, r.rootfs, r.pool, r.network_state, r.instances,
+                                    r.dhcp_vendor_class))
     found = []
     for path in (REPO / "mkosi.extra/usr/lib/triton").glob("*.py"):
         if path.name != "triton_settings.py":

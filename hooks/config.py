@@ -29,7 +29,8 @@ from triton_settings import (  # noqa: E402
     SettingsError, from_dict,
 )
 
-__all__ = ["INSTANCES_JSON", "POOL_JSON", "RUNTIME", "Dataset", "InstanceDefaults", "InstanceSettings", "PoolSettings", "Runtime",
+__all__ = ["INSTANCES_JSON", "POOL_JSON", "RUNTIME", "Dataset", "InstanceDefaults", "InstanceSettings", "PoolSettings",
+           "Runtime",
            "ConfigError", "PlatformConfig", "SquashfsSettings", "ZfsSettings", "BootSettings", "MediaSettings",
            "parse", "load"]
 

@@ -39,6 +39,7 @@ def test_the_initrds_scripts_take_the_runtime_paths_from_rootfs_env():
         for value in (RUNTIME.rootfs, RUNTIME.boot_files, RUNTIME.dhcp_vendor_class):
             assert str(value) not in body, (script, value)
 
+
 def test_boot_ipxe_boots_booters_way():
     text = bootfiles.boot_ipxe("20261125T000000Z", PATHS, S)
     assert text.startswith("#!ipxe\n")

@@ -21,8 +21,10 @@ def test_kernel_args():
     assert args == {"BOOT_IMAGE": "x", "noimport": "", "console": "ttyS1,115200n8", "ip": "10.0.2.15:::255.255.255.0::"}
 
 
-@pytest.mark.parametrize("value,mac", [("52:54:0:12:34:56", "52:54:00:12:34:56"), ("52-54-00-12-34-56", "52:54:00:12:34:56"),
-                                       ("52:54:00:12:34", None), ("zz:54:00:12:34:56", None), (5, None)])
+@pytest.mark.parametrize("value,mac", [
+    ("52:54:0:12:34:56", "52:54:00:12:34:56"), ("52-54-00-12-34-56", "52:54:00:12:34:56"),
+    ("52:54:00:12:34", None), ("zz:54:00:12:34:56", None), (5, None),
+])
 def test_normal_mac(value, mac):
     assert common.normal_mac(value) == mac
 

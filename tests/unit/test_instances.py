@@ -94,7 +94,8 @@ def test_nspawn_settings_isolate_and_attach_to_the_tags_bridge(settings):
     # The port is ours to name, so its filter and bridge are set up before it exists.
     port = tprep.port_name(VM, 0)
     assert f"VirtualEthernetExtra={port}:host0" in text and "Private=yes" in text and len(port) <= 15
-    assert f"Name={port}" in tprep.port_network(port, "admin0") and "Bridge=admin0" in tprep.port_network(port, "admin0")
+    network = tprep.port_network(port, "admin0")
+    assert f"Name={port}" in network and "Bridge=admin0" in network
     assert "NotifyReady=yes" in text
     assert tprep.nspawn_args(vm) == \
         f"TRITON_NSPAWN_ARGS=--load-credential=network.network.50-net0:/run/triton/instances/{VM}/net0.network\n"
@@ -210,10 +211,10 @@ def test_alias_specifiers_are_escaped_in_the_unit(settings):
 
 def test_resolvers_and_gateways_are_written_canonical(settings):
     vm = tpay.check_payload(payload(resolvers=["2001:DB8::0001", "010.0.2.3".lstrip("0")],
-                                  dns_domain="example.com"), settings)
+                                    dns_domain="example.com"), settings)
     assert vm["resolvers"] == ["2001:db8::1", "10.0.2.3"]
     assert tprep.resolv_conf(vm) == "# From the instance's resolvers (vmadm).\nsearch example.com\n" \
-                                 "nameserver 2001:db8::1\nnameserver 10.0.2.3\n"
+                                    "nameserver 2001:db8::1\nnameserver 10.0.2.3\n"
 
 
 def test_quota_zero_is_no_quota_as_on_smartos(settings):
@@ -227,7 +228,7 @@ def test_import_quota_bounds_a_bomb():
 
 def port_vm(settings, **nic):
     return tpay.check_payload(payload(nics=[{"nic_tag": "admin", "ip": "10.0.2.100", "netmask": "255.255.255.0",
-                                          "mac": "02:11:22:33:44:55", **nic}]), settings)
+                                            "mac": "02:11:22:33:44:55", **nic}]), settings)
 
 
 def test_a_port_passes_only_its_own_mac_and_ip_and_no_servers(settings):

@@ -252,7 +252,7 @@ def import_steps(tmp_path, settings, monkeypatch, cut: Optional[int]) -> FakeZfs
 
 
 def test_imgadm_import_cut_after_any_step_leaves_an_installed_image_or_nothing(tmp_path, settings, monkeypatch,
-                                                                                capsys):
+                                                                               capsys):
     whole = import_steps(tmp_path, settings, monkeypatch, None)
     steps = whole.count
     outcomes = set()
@@ -362,7 +362,8 @@ def test_the_console_says_what_an_interrupted_setup_left(tmp_path):
     assert psetup.interrupted_summary(s, ["zones", "zones/opt", "zones/var"]) == (
         "pool 'zones' was created but setup never finished (no .system_pool; datasets made: zones/opt, "
         "zones/var; missing: zones/config)")
-    assert "datasets made: none; missing: zones/opt, zones/var, zones/config" in psetup.interrupted_summary(s, ["zones"])
+    summary = psetup.interrupted_summary(s, ["zones"])
+    assert "datasets made: none; missing: zones/opt, zones/var, zones/config" in summary
     issue = pstate.issue_text({"state": "not-setup", "pool": "zones", "setup_interrupted": "..."})
     assert "NOT SET UP: setting up pool 'zones' was interrupted" in issue and "`triton-pool setup`" in issue
 
@@ -477,7 +478,8 @@ def test_the_boot_reports_an_interrupted_setup_and_redoes_it_from_answers(tmp_pa
     assert pimport.set_up_at_boot(s, {}, "zones", state, notes.append) is None
     assert notes[0].startswith("setup was interrupted: pool 'zones' was created but setup never finished")
     assert "sets it up again" in notes[1] and state["setup_interrupted"]
-    nodelib.patch(monkeypatch, "load_answers", lambda settings, args: (psetup.Answers("single", ("vda",)), "answers.json"))
+    answers = (psetup.Answers("single", ("vda",)), "answers.json")
+    nodelib.patch(monkeypatch, "load_answers", lambda settings, args: answers)
     nodelib.patch(monkeypatch, "setup", lambda settings, answers, booting, report: "created pool 'zones'")
     assert pimport.set_up_at_boot(s, {}, "zones", state, notes.append) == "zones"
     assert "setup_interrupted" not in state and notes[-1] == "created pool 'zones'"

@@ -20,6 +20,7 @@ sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
 import triton_common as common  # noqa: E402
 import triton_pool as tp  # noqa: E402
 import triton_pool_disks as pdisks  # noqa: E402
+from triton_pool_disks import Partition, Placement  # noqa: E402
 import triton_pool_hostid as phostid  # noqa: E402
 import triton_pool_identity as pidentity  # noqa: E402
 import triton_pool_import as pimport  # noqa: E402
@@ -260,15 +261,15 @@ errors: No known data errors
 
 
 def zfs_disk(disk):
-    return pdisks.Placement(disk, (pdisks.Partition(disk + "1", 1, ZFS_DATA), pdisks.Partition(disk + "9", 9, ZFS_RESERVED)))
+    return Placement(disk, (Partition(disk + "1", 1, ZFS_DATA), Partition(disk + "9", 9, ZFS_RESERVED)))
 
 
-NVME = pdisks.Placement("/dev/nvme0n1", tuple(
-    pdisks.Partition(f"/dev/nvme0n1p{n}", n, t) for n, t in
+NVME = Placement("/dev/nvme0n1", tuple(
+    Partition(f"/dev/nvme0n1p{n}", n, t) for n, t in
     [(1, EFI), (2, LINUX), (3, ZFS_DATA), (4, ZFS_DATA), (5, ZFS_DATA)]))
-SDD = pdisks.Placement("/dev/sdd", (pdisks.Partition("/dev/sdd1", 1, ZFS_DATA), pdisks.Partition("/dev/sdd2", 2, LINUX)))
+SDD = Placement("/dev/sdd", (Partition("/dev/sdd1", 1, ZFS_DATA), Partition("/dev/sdd2", 2, LINUX)))
 PLACEMENTS = {"/dev/sdb1": zfs_disk("/dev/sdb"), "/dev/sdc1": zfs_disk("/dev/sdc"), "/dev/sdf1": zfs_disk("/dev/sdf"),
-              "/dev/sdd1": SDD, "/dev/sde1": pdisks.Placement("/dev/sde", (pdisks.Partition("/dev/sde1", 1, ZFS_DATA),)),
+              "/dev/sdd1": SDD, "/dev/sde1": Placement("/dev/sde", (Partition("/dev/sde1", 1, ZFS_DATA),)),
               "/dev/sdh1": zfs_disk("/dev/sdh"), "/dev/nvme0n1p3": NVME, "/dev/nvme0n1p4": NVME}
 
 
@@ -294,19 +295,19 @@ def test_factory_reset_clears_whole_disks_zfs_made_and_only_the_pools_partitions
     assert plan.partitions == ("/dev/sdd1", "/dev/nvme0n1p3", "/dev/nvme0n1p4")
     assert plan.skipped == ("/dev/sdh1 (data) is REMOVED", "/dev/sde1 (spares) is also in pool 'data'")
     assert preset.reset_summary(plan) == ("cleared disk /dev/sdb, disk /dev/sdc, disk /dev/sdf, partition /dev/sdd1, "
-                                      "partition /dev/nvme0n1p3, partition /dev/nvme0n1p4")
+                                          "partition /dev/nvme0n1p3, partition /dev/nvme0n1p4")
 
 
 @pytest.mark.parametrize("where,cleared", [
-    (pdisks.Placement("/dev/sdb"), ("disks", "/dev/sdb")),                         # a disk without partitions
+    (Placement("/dev/sdb"), ("disks", "/dev/sdb")),                         # a disk without partitions
     (zfs_disk("/dev/sdb"), ("disks", "/dev/sdb")),                             # ZFS's own layout
-    (pdisks.Placement("/dev/sdb", (pdisks.Partition("/dev/sdb1", 1, ZFS_DATA),         # partition 9 of another type
-                               pdisks.Partition("/dev/sdb9", 9, LINUX))), ("partitions", "/dev/sdb1")),
-    (pdisks.Placement("/dev/sdb", (*zfs_disk("/dev/sdb").partitions,               # a third partition
-                               pdisks.Partition("/dev/sdb2", 2, LINUX))), ("partitions", "/dev/sdb1")),
-    (pdisks.Placement("/dev/sdb", (pdisks.Partition("/dev/sdb1", 1, ""),               # types unknown
-                               pdisks.Partition("/dev/sdb9", 9, ""))), ("partitions", "/dev/sdb1")),
-    (pdisks.Placement(""), ("partitions", "/dev/sdb1")),                           # its disk unknown
+    (Placement("/dev/sdb", (Partition("/dev/sdb1", 1, ZFS_DATA),         # partition 9 of another type
+                            Partition("/dev/sdb9", 9, LINUX))), ("partitions", "/dev/sdb1")),
+    (Placement("/dev/sdb", (*zfs_disk("/dev/sdb").partitions,               # a third partition
+                            Partition("/dev/sdb2", 2, LINUX))), ("partitions", "/dev/sdb1")),
+    (Placement("/dev/sdb", (Partition("/dev/sdb1", 1, ""),               # types unknown
+                            Partition("/dev/sdb9", 9, ""))), ("partitions", "/dev/sdb1")),
+    (Placement(""), ("partitions", "/dev/sdb1")),                           # its disk unknown
 ])
 def test_only_zfss_own_whole_disk_layout_clears_a_whole_disk(where, cleared):
     dev = "/dev/sdb" if where.disk == "/dev/sdb" and not where.partitions else "/dev/sdb1"
@@ -403,7 +404,7 @@ def test_restore_runs_every_step_and_mounts_the_instances_whatever_fails(node, m
     nodelib.patch(monkeypatch, "restore_root_keys", step("keys"))
     nodelib.patch(monkeypatch, "keep_boot_files", step("boot", enospc("/zones/config/boot/node.config")))
     nodelib.patch(monkeypatch, "mount_instances",
-                        lambda settings: ran.append("instances") or "mounted 2 instance dataset(s)")
+                  lambda settings: ran.append("instances") or "mounted 2 instance dataset(s)")
 
     assert prestore.restore(node) == 1
     assert ran == ["machine-id", "ssh", "password", "keys", "boot", "instances"]
@@ -421,7 +422,7 @@ def test_restore_runs_every_step_and_mounts_the_instances_whatever_fails(node, m
         ("boot files", False), ("instance datasets", True)]
     assert state["messages"] == [line.removeprefix("triton-pool: ") for line in out[:3]]
     assert pstate.ISSUE.read_text() == ("Pool zones: imported, ONLINE.\nRestore from the pool FAILED: ssh host keys, "
-                                    "root password, boot files: see `triton-pool status`.\n")
+                                        "root password, boot files: see `triton-pool status`.\n")
 
 
 def test_restore_mounts_instances_even_without_the_config_dataset(node, monkeypatch, capsys):
@@ -554,12 +555,14 @@ def test_save_plan_saves_locks_and_removals():
 
 def test_a_copy_this_boot_did_not_restore_is_not_overwritten():
     saved = {"shadow": b"$6$s$h\n", "authorized_keys": b"ssh-ed25519 AAAA\n"}
-    changes, kept = pidentity.root_save_plan("root:*:1::::::\n", None, saved, {pidentity.ROOT_PASSWORD, pidentity.ROOT_KEYS})
+    not_restored = {pidentity.ROOT_PASSWORD, pidentity.ROOT_KEYS}
+    changes, kept = pidentity.root_save_plan("root:*:1::::::\n", None, saved, not_restored)
     assert changes == {}
     assert kept == [f"not saving {n}: this boot did not restore the saved copy (`triton-pool status`)"
                     for n in ("shadow", "authorized_keys")]
     # A damaged copy was moved aside: the operator's new password is saved.
-    assert pidentity.root_save_plan("root:$6$n$n:1::::::\n", None, {}, {pidentity.ROOT_PASSWORD}) == ({"shadow": b"$6$n$n\n"}, [])
+    assert pidentity.root_save_plan("root:$6$n$n:1::::::\n", None, {}, {pidentity.ROOT_PASSWORD}) == \
+        ({"shadow": b"$6$n$n\n"}, [])
 
 
 def test_revoked_root_access_stays_revoked_after_a_reboot(node, monkeypatch):

@@ -147,4 +147,3 @@ def test_a_failing_veritysetup_names_what_failed(tmp_path):
     p = verity.params(SHA, 2 * 4096)
     with pytest.raises(verity.VerityError, match="veritysetup format failed"):
         verity.write_hash_tree(tmp_path / "missing.squashfs", tmp_path / "fs.verity", p)
-

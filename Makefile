@@ -1,5 +1,5 @@
 # The two commands: `make` builds the platform image, `make check` runs every
-# test. Both first make the host ready (hooks/hostsetup.py).
+# test. Both first make the host ready (tools/hostsetup.py).
 
 # Debian's interpreter: mkosi's scripts run with it, and the tests' modules
 # (pytest, pexpect, yaml, jinja2) are installed for it from Debian packages.
@@ -12,13 +12,13 @@ all: build
 
 setup:
 	@test -x $(PYTHON) || { echo "make: $(PYTHON) not found: the PI builds on Debian (apt-get install python3)" >&2; exit 1; }
-	@$(PYTHON) -m hooks.hostsetup
+	@$(PYTHON) -m tools.hostsetup
 	@mkdir -p out mkosi.cache mkosi.builddir
 
 build: setup
 	$(MKOSI) --force build
 	$(PYTHON) -m hooks.media out/platform-latest
-	@$(PYTHON) -m hooks.platform prune out
+	@$(PYTHON) -m hooks.platform_dir prune out
 
 # Unit tests first (seconds, no root needed), then the tests that build (or
 # reuse) the image and boot it.

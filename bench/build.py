@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hooks.platform import layout  # noqa: E402
+from hooks.platform_dir import layout  # noqa: E402
 
 
 def build(label: str) -> float:

@@ -1,5 +1,6 @@
 """What the build writes for booting: the iPXE script, and the facts bound
-into the initrd (the root's hash and size, the stamp)."""
+into the initrd (the root's hash and size, the stamp, the runtime paths its
+shell shares with the root: triton_settings.RUNTIME)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import shlex
 from typing import Sequence
 
 from hooks import verity
-from hooks.config import PlatformConfig
+from hooks.config import RUNTIME, PlatformConfig
 from hooks.render import render
 
 ROOTFS_ENV = "/usr/lib/triton/rootfs.env"
 # Where booter's files for the platform go in the initramfs (answers file,
-# keys); the initrd keeps them in /run/triton/boot.
+# keys); the initrd keeps them in RUNTIME.boot_files (/run/triton/boot).
 BOOT_FILES_DIR = "/etc/triton"
 
 
@@ -24,10 +25,14 @@ class Module:
     path: str
 
 
-def rootfs_env(stamp: str, sha256: str, size: int, tree: verity.HashTree, settings: PlatformConfig) -> str:
-    """Sourced by the initrd's fetch-rootfs: which root it may boot."""
+def rootfs_env(stamp: str, sha256: str, size: int, tree: verity.HashTree, settings: PlatformConfig,
+               rootfs_path: str) -> str:
+    """Sourced by the initrd's scripts (fetch-rootfs: which root it may boot,
+    and where; save-boot-files, boot-network: the runtime paths and names).
+    `rootfs_path`: the root's path on a medium (platform-<stamp>/<arch>/...)."""
     return (
         f"TRITON_PLATFORM={stamp}\n"
+        f"TRITON_ROOTFS_PATH={shlex.quote(rootfs_path)}\n"
         f"TRITON_ROOTFS_SHA256={sha256}\n"
         f"TRITON_ROOTFS_SIZE={size}\n"
         # A root left on its medium (triton.toram=0) is read through
@@ -44,6 +49,10 @@ def rootfs_env(stamp: str, sha256: str, size: int, tree: verity.HashTree, settin
         f"TRITON_MEDIA_LABEL={settings.media.volume_label(stamp)}\n"
         f"TRITON_CONFIG_LABEL={settings.media.config_label}\n"
         f"TRITON_TORAM={1 if settings.media.toram else 0}\n"
+        # Shared with the root's Python and units (triton_settings.RUNTIME).
+        f"TRITON_ROOTFS_DIR={shlex.quote(str(RUNTIME.rootfs))}\n"
+        f"TRITON_BOOT_FILES={shlex.quote(str(RUNTIME.boot_files))}\n"
+        f"TRITON_DHCP_VENDOR_CLASS={shlex.quote(RUNTIME.dhcp_vendor_class)}\n"
     )
 
 
@@ -55,7 +64,7 @@ def boot_ipxe(stamp: str, paths: dict[str, str], settings: PlatformConfig,
 
 UNIT_DIR = "/usr/lib/systemd/system"
 # triton-pool (in the root) writes this when it found the node's system pool.
-MOUNT_FLAG = "/run/triton/pool/mount"
+MOUNT_FLAG = str(RUNTIME.mount_flag)
 
 
 def escape_path(path: str) -> str:
@@ -93,12 +102,13 @@ def initrd_units(settings: PlatformConfig) -> dict[str, str]:
     for rel in pool.image_var if var is not None else ():
         assert var is not None
         where = f"/sysroot{var.mountpoint}/{rel}"
-        upper = f"/run/triton/pool/image-var/{rel.replace('/', '_')}"
+        upper = f"{RUNTIME.pool}/image-var/{rel.replace('/', '_')}"
         scratch += [f"{upper}/upper", f"{upper}/work"]
         mounts[mount_unit(where)] = render("initrd/image-var.mount.j2", rel=rel, where=where, upper=upper,
+                                           lower=f"{RUNTIME.rootfs_lower}{var.mountpoint}/{rel}",
                                            var_unit=mount_unit("/sysroot" + var.mountpoint), flag=MOUNT_FLAG)
     names = list(mounts)
-    common = dict(pool=pool, mount_units=names, flag=MOUNT_FLAG, scratch=scratch)
+    common = dict(pool=pool, mount_units=names, flag=MOUNT_FLAG, scratch=scratch, runtime=RUNTIME)
     units = {
         f"{UNIT_DIR}/triton-pool-import.service": render("initrd/triton-pool-import.service.j2", **common),
         f"{UNIT_DIR}/triton-pool-restore.service": render("initrd/triton-pool-restore.service.j2", **common),

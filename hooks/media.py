@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from hooks.config import PlatformConfig, load
-from hooks.platform import layout, platform_name
+from hooks.platform_dir import layout, platform_name
 from hooks.render import render
 
 CONFIG_README = """This is the config partition of a Triton Linux platform USB stick.

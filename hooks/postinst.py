@@ -18,10 +18,13 @@ import sys
 from pathlib import Path
 
 from hooks import osrelease
-from hooks.config import PlatformConfig, load
+from hooks.config import INSTANCES_JSON, POOL_JSON, RUNTIME, PlatformConfig, load
 from hooks.kernel import image_kernel
 from hooks.render import render
 from hooks.stamp import stamp_from_environment
+
+UNIT_DIR = "/usr/lib/systemd/system"
+NETWORK_DIR = "/usr/lib/systemd/network"
 
 
 def stamp_image(root: Path, stamp: str, settings: PlatformConfig) -> None:
@@ -34,22 +37,36 @@ def stamp_image(root: Path, stamp: str, settings: PlatformConfig) -> None:
     (root / "etc/product").write_text(osrelease.product_file(settings.product, stamp, base))
 
 
-def write_pool_settings(root: Path, settings: PlatformConfig) -> None:
-    """The node's triton-pool reads the pool's facts from here."""
-    (root / "usr/lib/triton/pool.json").write_text(json.dumps(settings.pool.as_json(), indent=2) + "\n")
+def settings_files(settings: PlatformConfig) -> dict[str, str]:
+    """What the node's tools read (triton_settings.load_pool, load_instances)."""
+    return {
+        str(POOL_JSON): json.dumps(settings.pool.as_json(), indent=2) + "\n",
+        str(INSTANCES_JSON): json.dumps(settings.instances.as_json(), indent=2) + "\n",
+    }
 
 
 def instance_unit(settings: PlatformConfig) -> str:
     inst = settings.instances
     return render("units/triton-instance@.service.j2", pool=settings.pool.name, root_dir=inst.root_dir,
-                  start_timeout=inst.start_timeout, stop_timeout=inst.stop_timeout)
+                  start_timeout=inst.start_timeout, stop_timeout=inst.stop_timeout, runtime=RUNTIME)
 
 
-def write_instance_settings(root: Path, settings: PlatformConfig) -> None:
-    """vmadm, imgadm and triton-instance@.service, from platform.yaml."""
-    (root / "usr/lib/triton/instances.json").write_text(
-        json.dumps(settings.instances.as_json(settings.pool.name), indent=2) + "\n")
-    (root / "usr/lib/systemd/system/triton-instance@.service").write_text(instance_unit(settings))
+def unit_files(settings: PlatformConfig) -> dict[str, str]:
+    """The root's units that hold platform.yaml's settings or the runtime
+    paths (triton_settings.RUNTIME), rendered by their path in the image."""
+    return {
+        f"{UNIT_DIR}/triton-instance@.service": instance_unit(settings),
+        f"{UNIT_DIR}/triton-persist-root.path": render("units/triton-persist-root.path.j2", runtime=RUNTIME),
+        f"{UNIT_DIR}/triton-persist-root.service": render("units/triton-persist-root.service.j2", runtime=RUNTIME),
+        f"{NETWORK_DIR}/99-triton-dhcp.network": render("network/99-triton-dhcp.network.j2", runtime=RUNTIME),
+    }
+
+
+def write_files(root: Path, files: dict[str, str]) -> None:
+    for path, text in files.items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
 
 
 def depmod_command(root: Path) -> list[str]:
@@ -86,8 +103,8 @@ def main() -> int:
     settings = load()
     root = Path(os.environ["BUILDROOT"])
     stamp_image(root, stamp, settings)
-    write_pool_settings(root, settings)
-    write_instance_settings(root, settings)
+    write_files(root, settings_files(settings))
+    write_files(root, unit_files(settings))
     subprocess.run(depmod_command(root), check=True)
     drop_foreign_bytecode(root)
     subprocess.run(compile_command(), check=True)

@@ -109,7 +109,8 @@ def _run(argv: list[str], what: str) -> None:
     try:
         r = subprocess.run(argv, capture_output=True, text=True)
     except FileNotFoundError:
-        raise VerityError("veritysetup not found: run `make setup` (hostsetup installs cryptsetup-bin)") from None
+        raise VerityError("veritysetup not found: run `make setup` "
+                          "(tools/hostsetup.py installs cryptsetup-bin)") from None
     if r.returncode != 0:
         raise VerityError(f"veritysetup {what} failed ({r.returncode}): {(r.stderr or r.stdout).strip()[-2000:]}")
 

@@ -70,7 +70,7 @@ def hostile_images(base: Path, out: Path) -> dict[str, Path]:
     import subprocess
     import tarfile
 
-    from hooks import image_pack
+    from tools import image_pack
 
     def info(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, **kw) -> tarfile.TarInfo:
         i = tarfile.TarInfo(name)

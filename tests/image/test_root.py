@@ -184,7 +184,7 @@ def test_instance_unit_and_settings_are_platform_yamls(image_root):
     from hooks.config import load
     settings = load()
     assert json.loads((image_root.path / "usr/lib/triton/instances.json").read_text()) == \
-        json.loads(json.dumps(settings.instances.as_json(settings.pool.name)))
+        json.loads(json.dumps(settings.instances.as_json()))
     unit = (image_root.path / "usr/lib/systemd/system/triton-instance@.service").read_text()
     assert f"--directory=/{settings.pool.name}/%i/{settings.instances.root_dir}" in unit
     assert f"TimeoutStopSec={settings.instances.stop_timeout}" in unit

@@ -1,6 +1,6 @@
 """The container image the instance tests import: tests/images/debian-minimal
 built by mkosi (a root filesystem tarball) and packed with its manifest by
-hooks/image_pack.py. Built once; reused while its inputs are unchanged."""
+tools/image_pack.py. Built once; reused while its inputs are unchanged."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from hooks import image_pack
+from tools import image_pack
 
 NAME = "debian-minimal"
 

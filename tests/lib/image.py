@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hooks.config import load
-from hooks.platform import layout
+from hooks.platform_dir import layout
 
 
 class Platform:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from hooks import bootfiles, verity
+from hooks.config import load
+
 REPO = Path(__file__).resolve().parents[2]
 BOOT_NETWORK = REPO / "mkosi.initrd/mkosi.extra/usr/lib/triton/boot-network"
 MASK = REPO / "mkosi.initrd/mkosi.extra/etc/systemd/system/systemd-network-generator.service"
@@ -16,11 +19,19 @@ PRESET = REPO / "mkosi.extra/usr/lib/systemd/system-preset/10-triton.preset"
 BOOTIF = "BOOTIF=01-52-54-00-12-34-56"
 
 
+def rootfs_env(tmp: Path) -> Path:
+    """The build's rootfs.env, as the initrd carries it."""
+    tree = verity.HashTree(verity.params("ab" * 32, 8192), "cd" * 32)
+    env = tmp / "rootfs.env"
+    env.write_text(bootfiles.rootfs_env("S", "ab" * 32, 8192, tree, load(), "platform-S/x86_64/fs"))
+    return env
+
+
 def network(cmdline: str, tmp: Path) -> tuple[dict[str, list[str]], str]:
     """The .network file's settings ({key: [values]}) and the console line."""
     (tmp / "cmdline").write_text(cmdline + "\n")
     out = tmp / "10-triton-boot.network"
-    res = subprocess.run(["bash", str(BOOT_NETWORK), str(tmp / "cmdline"), str(out)],
+    res = subprocess.run(["bash", str(BOOT_NETWORK), str(tmp / "cmdline"), str(out), str(rootfs_env(tmp))],
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
     settings: dict[str, list[str]] = {}
@@ -72,6 +83,14 @@ def test_an_address_that_is_not_ipv4_gives_dhcp_and_says_so(tmp_path, ip):
     s, out = network(f"{BOOTIF} {ip}", tmp_path)
     assert s["DHCP"] == ["ipv4"] and "Address" not in s and "Gateway" not in s
     assert "not IPv4 addresses; using DHCP" in out
+
+
+def test_without_the_builds_rootfs_env_it_says_so_and_writes_nothing(tmp_path):
+    (tmp_path / "cmdline").write_text(BOOTIF + "\n")
+    out = tmp_path / "10-triton-boot.network"
+    res = subprocess.run(["bash", str(BOOT_NETWORK), str(tmp_path / "cmdline"), str(out), str(tmp_path / "none")],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and "has no TRITON_DHCP_VENDOR_CLASS" in res.stdout and not out.exists()
 
 
 def test_systemd_network_generator_is_off_in_the_initrd_and_the_root():

@@ -181,4 +181,5 @@ def test_main_says_what_went_wrong_instead_of_a_traceback(monkeypatch, capsys, t
     monkeypatch.setattr(cd, "INSTANCES", tmp_path / "missing.json")
     assert cd.main() == 1
     out = capsys.readouterr().out
-    assert out.startswith("triton-config-dir: PROBLEM: /usr/triton/config not laid out: FileNotFoundError")
+    assert out.startswith(f"triton-config-dir: PROBLEM: /usr/triton/config not laid out: SettingsError: "
+                          f"{tmp_path / 'missing.json'}: cannot read the settings the platform build wrote")

@@ -1,6 +1,6 @@
 import pytest
 
-from hooks import hostsetup as hs
+from tools import hostsetup as hs
 
 BOOKWORM = 'ID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n'
 

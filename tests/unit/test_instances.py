@@ -2,6 +2,7 @@
 and what an instance's config becomes (unit limits, nspawn settings, its
 NIC's networkd file). The boot tests run the real thing."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -16,6 +17,9 @@ from hooks.config import load
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
 import triton_instance as ti  # noqa: E402
+import triton_instance_generator as tgen  # noqa: E402
+import triton_instance_payload as tpay  # noqa: E402
+import triton_instance_prepare as tprep  # noqa: E402
 import triton_imgadm as ia  # noqa: E402
 import triton_vmadm as va  # noqa: E402
 
@@ -25,9 +29,7 @@ VM = "6f1c3a2b-9d8e-4f7a-b6c5-d4e3f2a1b0c9"
 
 @pytest.fixture
 def settings(tmp_path):
-    data = load().instances.as_json("zones")
-    data["manifests"] = Path(data["manifests"])
-    return ti.Settings(**data)
+    return load().instances
 
 
 def payload(**kw):
@@ -37,11 +39,11 @@ def payload(**kw):
 
 
 def test_defaults_come_from_platform_yaml(settings):
-    vm = ti.check_payload({"image_uuid": IMAGE}, settings)
+    vm = tpay.check_payload({"image_uuid": IMAGE}, settings)
     d = load().instances.defaults
-    assert vm["max_physical_memory"] == d["max_physical_memory"]
-    assert vm["cpu_shares"] == d["cpu_shares"] and vm["max_lwps"] == d["max_lwps"]
-    assert vm["quota"] == d["quota"] and vm["autoboot"] is d["autoboot"]
+    assert vm["max_physical_memory"] == d.max_physical_memory
+    assert vm["cpu_shares"] == d.cpu_shares and vm["max_lwps"] == d.max_lwps
+    assert vm["quota"] == d.quota and vm["autoboot"] is d.autoboot
     assert vm["nics"] == [] and vm["resolvers"] == []
 
 
@@ -66,76 +68,77 @@ def test_defaults_come_from_platform_yaml(settings):
 ])
 def test_bad_payloads_name_the_field(settings, bad, field):
     with pytest.raises(ti.InstanceError) as e:
-        ti.check_payload(payload(**bad), settings)
+        tpay.check_payload(payload(**bad), settings)
     assert field in str(e.value)
 
 
 def test_missing_image_is_named(settings):
     with pytest.raises(ti.InstanceError, match="image_uuid: required"):
-        ti.check_payload({"alias": "x"}, settings)
+        tpay.check_payload({"alias": "x"}, settings)
 
 
 def test_limits_become_unit_properties(settings):
-    vm = ti.check_payload(payload(max_physical_memory=512, cpu_cap=50, cpu_shares=200, max_lwps=300), settings)
+    vm = tpay.check_payload(payload(max_physical_memory=512, cpu_cap=50, cpu_shares=200, max_lwps=300), settings)
     props = ti.unit_properties(vm)
     assert props == {"MemoryMax": "512M", "MemorySwapMax": "0", "CPUWeight": "200", "TasksMax": "300",
                      "CPUQuota": "50%"}
     assert ti.unit_properties({**vm, "cpu_cap": 0})["CPUQuota"] == ""
-    dropin = ti.unit_dropin(vm)
+    dropin = tgen.unit_dropin(vm)
     assert "MemoryMax=512M" in dropin and "Description=Triton instance web0 (" + VM in dropin
 
 
 def test_nspawn_settings_isolate_and_attach_to_the_tags_bridge(settings):
-    vm = ti.check_payload(payload(hostname="web0"), settings)
-    text = ti.nspawn_settings(vm, settings)
+    vm = tpay.check_payload(payload(hostname="web0"), settings)
+    text = tprep.nspawn_settings(vm, settings)
     assert "PrivateUsers=pick" in text and "Hostname=web0" in text
     # The port is ours to name, so its filter and bridge are set up before it exists.
-    port = ti.port_name(VM, 0)
+    port = tprep.port_name(VM, 0)
     assert f"VirtualEthernetExtra={port}:host0" in text and "Private=yes" in text and len(port) <= 15
-    assert f"Name={port}" in ti.port_network(port, "admin0") and "Bridge=admin0" in ti.port_network(port, "admin0")
+    network = tprep.port_network(port, "admin0")
+    assert f"Name={port}" in network and "Bridge=admin0" in network
     assert "NotifyReady=yes" in text
-    assert ti.nspawn_args(vm) == \
+    assert tprep.nspawn_args(vm) == \
         f"TRITON_NSPAWN_ARGS=--load-credential=network.network.50-net0:/run/triton/instances/{VM}/net0.network\n"
-    assert "Private=yes" in ti.nspawn_settings(ti.check_payload(payload(nics=[]), settings), settings)
+    assert "Private=yes" in tprep.nspawn_settings(tpay.check_payload(payload(nics=[]), settings), settings)
 
 
 def test_network_file_static_and_dhcp(settings):
-    vm = ti.check_payload(payload(resolvers=["10.0.2.3"]), settings)
-    text = ti.network_file(vm["nics"][0], vm["resolvers"])
+    vm = tpay.check_payload(payload(resolvers=["10.0.2.3"]), settings)
+    text = tprep.network_file(vm["nics"][0], vm["resolvers"])
     assert "Address=10.0.2.100/24" in text and "Gateway=10.0.2.2" in text and "DNS=10.0.2.3" in text
     assert f"MACAddress={vm['nics'][0]['mac']}" in text
-    dhcp = ti.check_payload(payload(nics=[{"nic_tag": "admin", "ip": "dhcp"}]), settings)
-    assert "DHCP=ipv4" in ti.network_file(dhcp["nics"][0], [])
+    dhcp = tpay.check_payload(payload(nics=[{"nic_tag": "admin", "ip": "dhcp"}]), settings)
+    assert "DHCP=ipv4" in tprep.network_file(dhcp["nics"][0], [])
 
 
 def test_generated_macs_are_local_unicast():
     for _ in range(50):
-        first = int(ti.random_mac()[:2], 16)
+        first = int(tpay.random_mac()[:2], 16)
         assert first & 0x02 and not first & 0x01
 
 
 def test_update_keeps_nics_and_checks_fields(settings):
-    vm = {**ti.check_payload(payload(), settings), "create_timestamp": "t"}
-    new = ti.check_update(vm, {"max_physical_memory": 1024, "alias": "web1"}, settings)
+    vm = {**tpay.check_payload(payload(), settings), "create_timestamp": "t"}
+    new = tpay.check_update(vm, {"max_physical_memory": 1024, "alias": "web1"}, settings)
     assert new["max_physical_memory"] == 1024 and new["alias"] == "web1"
     assert new["nics"] == vm["nics"] and new["uuid"] == VM and new["create_timestamp"] == "t"
     with pytest.raises(ti.InstanceError, match="cannot change image_uuid"):
-        ti.check_update(vm, {"image_uuid": IMAGE}, settings)
+        tpay.check_update(vm, {"image_uuid": IMAGE}, settings)
     with pytest.raises(ti.InstanceError, match="max_lwps"):
-        ti.check_update(vm, {"max_lwps": -1}, settings)
+        tpay.check_update(vm, {"max_lwps": -1}, settings)
 
 
 def test_generator_writes_limits_and_autoboot_wants(tmp_path, settings):
     top = tmp_path / "zones"
-    s = ti.Settings(**{**settings.__dict__, "pool": str(top)})
+    s = dataclasses.replace(settings, pool=str(top))
     for u, autoboot in ((VM, True), (IMAGE, False)):
         cfg = s.config_file(u)
         cfg.parent.mkdir(parents=True)
-        cfg.write_text(json.dumps(ti.check_payload(payload(uuid=u, autoboot=autoboot), s)))
+        cfg.write_text(json.dumps(tpay.check_payload(payload(uuid=u, autoboot=autoboot), s)))
     (top / "not-an-instance").mkdir()
     out = tmp_path / "gen"
     out.mkdir()
-    ti.generate(out, s)
+    tgen.generate(out, s)
     assert (out / f"triton-instance@{VM}.service.d/50-instance.conf").read_text().count("MemoryMax=256M") == 1
     assert (out / f"triton-instance@{IMAGE}.service.d/50-instance.conf").exists()
     wants = sorted(p.name for p in (out / "machines.target.wants").iterdir())
@@ -162,7 +165,7 @@ def test_image_manifest_checks(tmp_path):
 
 
 def test_image_pack_round_trip(tmp_path):
-    from hooks import image_pack
+    from tools import image_pack
     tarball = tmp_path / "img.tar.zst"
     tarball.write_bytes(b"\x28\xb5\x2f\xfd" + b"x" * 100)
     m = json.loads(image_pack.write_manifest(tarball, name="img", version="1").read_text())
@@ -187,35 +190,35 @@ def test_image_pack_round_trip(tmp_path):
 ])
 def test_hostile_strings_are_refused_naming_the_field(settings, field, value, error):
     with pytest.raises(ti.InstanceError) as e:
-        ti.check_payload(payload(**{field: value}), settings)
+        tpay.check_payload(payload(**{field: value}), settings)
     assert error in str(e.value)
 
 
 def test_update_is_held_to_the_same_rules(settings):
-    vm = ti.check_payload(payload(), settings)
+    vm = tpay.check_payload(payload(), settings)
     with pytest.raises(ti.InstanceError, match="alias: must be up to 100 printable"):
-        ti.check_update(vm, {"alias": "x\x00y"}, settings)
+        tpay.check_update(vm, {"alias": "x\x00y"}, settings)
 
 
 def test_alias_specifiers_are_escaped_in_the_unit(settings):
-    vm = ti.check_payload(payload(alias="100% web %i %n"), settings)
-    dropin = ti.unit_dropin(vm)
+    vm = tpay.check_payload(payload(alias="100% web %i %n"), settings)
+    dropin = tgen.unit_dropin(vm)
     assert f"Description=Triton instance 100%% web %%i %%n ({VM})" in dropin.splitlines()
     # A vm.json written by hand (or by an older vmadm) cannot inject lines either.
     with pytest.raises(ti.InstanceError):
-        ti.unit_dropin({**vm, "alias": "x\n[Service]\nExecStart=/bin/sh"})
+        tgen.unit_dropin({**vm, "alias": "x\n[Service]\nExecStart=/bin/sh"})
 
 
 def test_resolvers_and_gateways_are_written_canonical(settings):
-    vm = ti.check_payload(payload(resolvers=["2001:DB8::0001", "010.0.2.3".lstrip("0")],
-                                  dns_domain="example.com"), settings)
+    vm = tpay.check_payload(payload(resolvers=["2001:DB8::0001", "010.0.2.3".lstrip("0")],
+                                    dns_domain="example.com"), settings)
     assert vm["resolvers"] == ["2001:db8::1", "10.0.2.3"]
-    assert ti.resolv_conf(vm) == "# From the instance's resolvers (vmadm).\nsearch example.com\n" \
-                                 "nameserver 2001:db8::1\nnameserver 10.0.2.3\n"
+    assert tprep.resolv_conf(vm) == "# From the instance's resolvers (vmadm).\nsearch example.com\n" \
+                                    "nameserver 2001:db8::1\nnameserver 10.0.2.3\n"
 
 
 def test_quota_zero_is_no_quota_as_on_smartos(settings):
-    assert ti.check_payload(payload(quota=0), settings)["quota"] == 0
+    assert tpay.check_payload(payload(quota=0), settings)["quota"] == 0
 
 
 def test_import_quota_bounds_a_bomb():
@@ -224,13 +227,13 @@ def test_import_quota_bounds_a_bomb():
 
 
 def port_vm(settings, **nic):
-    return ti.check_payload(payload(nics=[{"nic_tag": "admin", "ip": "10.0.2.100", "netmask": "255.255.255.0",
-                                          "mac": "02:11:22:33:44:55", **nic}]), settings)
+    return tpay.check_payload(payload(nics=[{"nic_tag": "admin", "ip": "10.0.2.100", "netmask": "255.255.255.0",
+                                            "mac": "02:11:22:33:44:55", **nic}]), settings)
 
 
 def test_a_port_passes_only_its_own_mac_and_ip_and_no_servers(settings):
-    rules = ti.port_rules(port_vm(settings))
-    port = f'iifname "{ti.port_name(VM, 0)}"'
+    rules = tprep.port_rules(port_vm(settings))
+    port = f'iifname "{tprep.port_name(VM, 0)}"'
     for rule in ("ether saddr != 02:11:22:33:44:55 drop", "arp saddr ip != 10.0.2.100 drop",
                  "ip saddr != 10.0.2.100 drop", "udp sport { 67, 4011 } drop", "nd-router-advert drop",
                  "ether type != { ip, arp, ip6 } drop"):
@@ -242,8 +245,8 @@ def test_a_port_passes_only_its_own_mac_and_ip_and_no_servers(settings):
                                        ("allow_dhcp_spoofing", "udp sport"),
                                        ("allow_restricted_traffic", "ether type != {")])
 def test_smartos_spoofing_switches_each_lift_one_protection(settings, flag, gone):
-    assert gone in ti.port_rules(port_vm(settings))
-    assert gone not in ti.port_rules(port_vm(settings, **{flag: True}))
+    assert gone in tprep.port_rules(port_vm(settings))
+    assert gone not in tprep.port_rules(port_vm(settings, **{flag: True}))
     with pytest.raises(ti.InstanceError, match=f"nics\\[0\\].{flag}: must be true or false"):
         port_vm(settings, **{flag: "yes"})
 
@@ -254,7 +257,7 @@ def test_smartos_spoofing_switches_each_lift_one_protection(settings, flag, gone
 def test_port_rules_load_and_reload_in_nftables(settings, tmp_path):
     """The kernel's nftables takes them, twice in a row (a restart replaces them)."""
     script = tmp_path / "rules.nft"
-    script.write_text(ti.port_rules(port_vm(settings, ip="dhcp")) + ti.port_rules(port_vm(settings)))
+    script.write_text(tprep.port_rules(port_vm(settings, ip="dhcp")) + tprep.port_rules(port_vm(settings)))
     res = subprocess.run(["unshare", "--net", "sh", "-c", f"nft -f {script} && nft -f {script} && nft list ruleset"],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

@@ -1,4 +1,4 @@
-"""/usr/triton/bin/json, run with the host's Node.js (hooks/hostsetup.py
+"""/usr/triton/bin/json, run with the host's Node.js (tools/hostsetup.py
 installs it): the calls Triton's setup scripts and agents' install scripts
 make on a compute node."""
 

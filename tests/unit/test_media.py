@@ -6,7 +6,7 @@ import pytest
 
 from hooks import media
 from hooks.config import ConfigError, load, parse
-from hooks.platform import layout, platform_name
+from hooks.platform_dir import layout, platform_name
 
 S = load()
 STAMP = "20261126T072750Z"

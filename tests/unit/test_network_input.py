@@ -13,6 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hooks import config
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
 import triton_network as tn  # noqa: E402
@@ -182,7 +184,7 @@ def node(tmp_path, monkeypatch):
     monkeypatch.setattr(nc, "BOOT", boot)
     monkeypatch.setattr(nc, "NODE_CONFIG", boot / "node.config")
     monkeypatch.setattr(nc, "NETWORKING", boot / "triton-networking.json")
-    (tmp_path / "instances.json").write_text('{"bridge_suffix": "0"}')
+    (tmp_path / "instances.json").write_text(json.dumps(config.load().instances.as_json()))
     monkeypatch.setattr(nc, "INSTANCES", tmp_path / "instances.json")
     (tmp_path / "cmdline").write_text(BOOTIF + "\n")
     monkeypatch.setattr(nc, "CMDLINE", tmp_path / "cmdline")

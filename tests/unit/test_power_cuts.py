@@ -23,12 +23,19 @@ from typing import Optional
 import pytest
 
 from hooks.config import load
+from tests.unit import nodelib
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
 import triton_imgadm as ia  # noqa: E402
 import triton_instance as ti  # noqa: E402
-import triton_pool as tp  # noqa: E402
+import triton_pool_disks as pdisks  # noqa: E402
+import triton_pool_import as pimport  # noqa: E402
+import triton_pool_instances as pinstances  # noqa: E402
+import triton_pool_restore as prestore  # noqa: E402
+import triton_pool_setup as psetup  # noqa: E402
+import triton_pool_state as pstate  # noqa: E402
+import triton_settings as ts  # noqa: E402
 import triton_vmadm as va  # noqa: E402
 
 IMAGE = "0b8e9a44-3c2d-4e5f-8a9b-0c1d2e3f4a5b"
@@ -81,10 +88,10 @@ def test_a_partial_image_of_an_installed_one_keeps_the_manifest():
 
 # -- a small ZFS, and power cuts in vmadm create and imgadm import ------------------------------
 
-def pool_settings(tmp_path) -> tp.Settings:
+def pool_settings(tmp_path) -> ts.PoolSettings:
     path = tmp_path / "pool.json"
     path.write_text(json.dumps(load().pool.as_json()))
-    return tp.Settings.load(path)
+    return ts.load_pool(path)
 
 
 class PowerCut(BaseException):
@@ -173,29 +180,26 @@ class FakeZfs:
 
 @pytest.fixture
 def settings(tmp_path):
-    data = load().instances.as_json("zones")
-    data["manifests"] = tmp_path / "manifests"
-    return ti.Settings(**data)
+    return dataclasses.replace(load().instances, manifests=str(tmp_path / "manifests"))
 
 
-def installed_image(zfs: FakeZfs, settings: ti.Settings) -> None:
+def installed_image(zfs: FakeZfs, settings: ts.InstanceSettings) -> None:
     (zfs.path(f"zones/{IMAGE}") / "root/etc").mkdir(parents=True)
     zfs.datasets[f"zones/{IMAGE}"] = Dataset(props={"exec": "off", "canmount": "noauto"})
     zfs.snapshots.add(f"zones/{IMAGE}@final")
-    settings.manifests.mkdir()
+    settings.manifest_dir.mkdir()
     settings.manifest(IMAGE).write_text("{}")
 
 
 def use(zfs: FakeZfs, monkeypatch) -> None:
-    for module in (ti, va, ia, tp):
-        monkeypatch.setattr(module, "run", zfs)
+    nodelib.patch(monkeypatch, "run", zfs)
 
 
-def boot(zfs: FakeZfs, settings: ti.Settings, monkeypatch, capsys) -> list[str]:
+def boot(zfs: FakeZfs, settings: ts.InstanceSettings, monkeypatch, capsys) -> list[str]:
     """What the next boot's restore does before it mounts the instances."""
     zfs.cut = None
-    monkeypatch.setattr(ti.Settings, "load", classmethod(lambda cls, path=None: settings))
-    assert tp.remove_unfinished(pool_settings(zfs.top)) == []
+    monkeypatch.setattr(ts, "load_instances", lambda path=ts.INSTANCES_JSON: settings)
+    assert pinstances.remove_unfinished(pool_settings(zfs.top)) == []
     return [line for line in capsys.readouterr().out.splitlines() if line.startswith("triton-pool: removed")]
 
 
@@ -217,7 +221,7 @@ def test_vmadm_create_cut_after_any_step_leaves_a_whole_instance_or_nothing(tmp_
     assert json.loads(vm_json.read_text())["uuid"] == VM
     outcomes = set()
     for cut in range(steps + 1):
-        shutil.rmtree(settings.manifests)
+        shutil.rmtree(settings.manifest_dir)
         zfs = create_steps(tmp_path, settings, monkeypatch, cut)
         removed = boot(zfs, settings, monkeypatch, capsys)
         names = set(zfs.datasets) - {"zones", f"zones/{IMAGE}"}
@@ -248,12 +252,12 @@ def import_steps(tmp_path, settings, monkeypatch, cut: Optional[int]) -> FakeZfs
 
 
 def test_imgadm_import_cut_after_any_step_leaves_an_installed_image_or_nothing(tmp_path, settings, monkeypatch,
-                                                                                capsys):
+                                                                               capsys):
     whole = import_steps(tmp_path, settings, monkeypatch, None)
     steps = whole.count
     outcomes = set()
     for cut in range(steps + 1):
-        shutil.rmtree(settings.manifests, ignore_errors=True)
+        shutil.rmtree(settings.manifest_dir, ignore_errors=True)
         zfs = import_steps(tmp_path, settings, monkeypatch, cut)
         boot(zfs, settings, monkeypatch, capsys)
         if set(zfs.datasets) - {"zones"}:
@@ -329,44 +333,45 @@ def part(n: int, kind: str, fs: str = "") -> dict[str, str]:
     ({"PTTYPE": "gpt"}, [part(1, ZFS_DATA)], None, False),
 ])
 def test_what_a_cut_short_zpool_create_leaves_is_recognised(probe, parts, txg, cut_short):
-    assert tp.unfinished_create(probe, parts, txg) is cut_short
+    assert pdisks.unfinished_create(probe, parts, txg) is cut_short
 
 
 def test_the_label_txg_is_read_from_zdb():
     zdb = ("------------------------------------\nLABEL 0\n------------------------------------\n"
            "    version: 5000\n    name: 'zones'\n    state: 0\n    txg: 0\n    pool_guid: 1\n"
            "    create_txg: 4\n")
-    assert tp.parse_label_txg(zdb) == 0
-    assert tp.parse_label_txg(zdb.replace("txg: 0\n", "txg: 1234\n")) == 1234
-    assert tp.parse_label_txg("failed to unpack label 0\n") is None
+    assert pdisks.parse_label_txg(zdb) == 0
+    assert pdisks.parse_label_txg(zdb.replace("txg: 0\n", "txg: 1234\n")) == 1234
+    assert pdisks.parse_label_txg("failed to unpack label 0\n") is None
 
 
 def test_only_this_nodes_unfinished_setup_on_the_named_disks_is_redone(tmp_path):
     s = pool_settings(tmp_path)
-    assert tp.redo_refusal(s, tp.SETUP_INCOMPLETE, ["/dev/vda"], ["/dev/vda"]) is None
-    assert tp.redo_refusal(s, tp.SETUP_INCOMPLETE, ["/dev/vda"], ["/dev/vda", "/dev/vdb"]) is None
+    assert psetup.redo_refusal(s, psetup.SETUP_INCOMPLETE, ["/dev/vda"], ["/dev/vda"]) is None
+    assert psetup.redo_refusal(s, psetup.SETUP_INCOMPLETE, ["/dev/vda"], ["/dev/vda", "/dev/vdb"]) is None
     # Someone's pool (no comment, or another one): never.
     for comment in ("-", "", "backups"):
         assert "it is not a system pool; export or rename it first" in \
-            tp.redo_refusal(s, comment, ["/dev/vda"], ["/dev/vda"])
+            psetup.redo_refusal(s, comment, ["/dev/vda"], ["/dev/vda"])
     assert "/dev/vdb is not among the disks named (/dev/vda)" in \
-        tp.redo_refusal(s, tp.SETUP_INCOMPLETE, ["/dev/vda", "/dev/vdb"], ["/dev/vda"])
+        psetup.redo_refusal(s, psetup.SETUP_INCOMPLETE, ["/dev/vda", "/dev/vdb"], ["/dev/vda"])
 
 
 def test_the_console_says_what_an_interrupted_setup_left(tmp_path):
     s = pool_settings(tmp_path)
-    assert tp.interrupted_summary(s, ["zones", "zones/opt", "zones/var"]) == (
+    assert psetup.interrupted_summary(s, ["zones", "zones/opt", "zones/var"]) == (
         "pool 'zones' was created but setup never finished (no .system_pool; datasets made: zones/opt, "
         "zones/var; missing: zones/config)")
-    assert "datasets made: none; missing: zones/opt, zones/var, zones/config" in tp.interrupted_summary(s, ["zones"])
-    issue = tp.issue_text({"state": "not-setup", "pool": "zones", "setup_interrupted": "..."})
+    summary = psetup.interrupted_summary(s, ["zones"])
+    assert "datasets made: none; missing: zones/opt, zones/var, zones/config" in summary
+    issue = pstate.issue_text({"state": "not-setup", "pool": "zones", "setup_interrupted": "..."})
     assert "NOT SET UP: setting up pool 'zones' was interrupted" in issue and "`triton-pool setup`" in issue
 
 
 class FakeNode:
     """zpool, zfs, blkid and lsblk of a node with disk vda, for setup."""
 
-    def __init__(self, pool: Optional[str], comment: str = tp.SETUP_INCOMPLETE) -> None:
+    def __init__(self, pool: Optional[str], comment: str = psetup.SETUP_INCOMPLETE) -> None:
         self.pool, self.comment = pool, comment
         self.ran: list[tuple[str, ...]] = []
 
@@ -393,11 +398,11 @@ class FakeNode:
 
 @pytest.fixture
 def node(tmp_path, monkeypatch):
-    monkeypatch.setattr(tp, "RUN", tmp_path / "run")
+    nodelib.patch(monkeypatch, "RUN", tmp_path / "run")
     (tmp_path / "run").mkdir()
-    monkeypatch.setattr(tp, "resolve_disk", lambda name: Path("/dev/vda"))
-    monkeypatch.setattr(tp, "has_marker", lambda pool, marker: False)
-    monkeypatch.setattr(tp.Path, "is_block_device", lambda self: True)
+    nodelib.patch(monkeypatch, "resolve_disk", lambda name: Path("/dev/vda"))
+    nodelib.patch(monkeypatch, "has_marker", lambda pool, marker: False)
+    monkeypatch.setattr(Path, "is_block_device", lambda self: True)
     written: list[list[str]] = []
 
     def umount(where: Path) -> None:
@@ -406,22 +411,22 @@ def node(tmp_path, monkeypatch):
         for p in where.iterdir():
             p.unlink()
 
-    monkeypatch.setattr(tp, "mount_zfs", lambda dataset, where, readonly=False: where.mkdir(parents=True))
-    monkeypatch.setattr(tp, "umount", umount)
+    nodelib.patch(monkeypatch, "mount_zfs", lambda dataset, where, readonly=False: where.mkdir(parents=True))
+    nodelib.patch(monkeypatch, "umount", umount)
     return written
 
 
 def test_setup_redoes_an_interrupted_setup_and_says_so(tmp_path, node, monkeypatch):
     fake = FakeNode("zones")
-    monkeypatch.setattr(tp, "run", fake)
+    nodelib.patch(monkeypatch, "run", fake)
     said = []
-    done = tp.setup(pool_settings(tmp_path), tp.Answers("single", ("vda",)), booting=True, report=said.append)
+    done = psetup.setup(pool_settings(tmp_path), psetup.Answers("single", ("vda",)), booting=True, report=said.append)
     assert done.startswith("created pool 'zones' (single of /dev/vda)")
     assert said[0] == "setup was interrupted: discarding the unfinished pool 'zones' on /dev/vda to set it up again"
     commands = [" ".join(a[:2]) for a in fake.ran if a[0] in ("zpool", "wipefs")]
     assert commands.index("zpool export") < commands.index("wipefs -a") < commands.index("zpool create")
     create = next(a for a in fake.ran if a[:2] == ("zpool", "create"))
-    assert f"comment={tp.SETUP_INCOMPLETE}" in create
+    assert f"comment={psetup.SETUP_INCOMPLETE}" in create
     # The comment goes last, after the marker, which comes after everything else.
     assert fake.ran[-1] == ("zpool", "set", "comment=", "zones")
     assert node[-1] == [".system_pool"] and ["setup.json"] in node[:-1]
@@ -429,53 +434,54 @@ def test_setup_redoes_an_interrupted_setup_and_says_so(tmp_path, node, monkeypat
 
 def test_setup_never_discards_someone_elses_pool(tmp_path, node, monkeypatch):
     fake = FakeNode("zones", comment="-")
-    monkeypatch.setattr(tp, "run", fake)
-    with pytest.raises(tp.PoolError, match="has no .system_pool: it is not a system pool"):
-        tp.setup(pool_settings(tmp_path), tp.Answers("single", ("vda",), force=True), booting=True)
+    nodelib.patch(monkeypatch, "run", fake)
+    with pytest.raises(pstate.PoolError, match="has no .system_pool: it is not a system pool"):
+        psetup.setup(pool_settings(tmp_path), psetup.Answers("single", ("vda",), force=True), booting=True)
     assert not [a for a in fake.ran if a[:2] in (("zpool", "export"), ("zpool", "destroy"), ("zpool", "create"))]
 
 
 def test_a_failed_setup_leaves_blank_disks(tmp_path, node, monkeypatch):
     fake = FakeNode(None)
-    monkeypatch.setattr(tp, "run", fake)
+    nodelib.patch(monkeypatch, "run", fake)
 
     def no_space(*args):
-        raise tp.PoolError("`cp -a` failed: No space left on device")
+        raise pstate.PoolError("`cp -a` failed: No space left on device")
 
-    monkeypatch.setattr(tp, "_populate", no_space)
-    with pytest.raises(tp.PoolError, match="No space left"):
-        tp.setup(pool_settings(tmp_path), tp.Answers("single", ("vda",)), booting=True)
+    nodelib.patch(monkeypatch, "_populate", no_space)
+    with pytest.raises(pstate.PoolError, match="No space left"):
+        psetup.setup(pool_settings(tmp_path), psetup.Answers("single", ("vda",)), booting=True)
     after = fake.ran[[a[:2] for a in fake.ran].index(("zpool", "create")):]
     assert ("zpool", "export", "-f", "zones") in after and ("wipefs", "-a", "-q", "/dev/vda") in after
 
 
 def test_the_boot_finishes_a_setup_cut_after_its_marker(monkeypatch):
     fake = FakeNode("zones")
-    monkeypatch.setattr(tp, "run", fake)
+    nodelib.patch(monkeypatch, "run", fake)
     notes = []
-    tp.finish_setup("zones", notes.append)
+    pimport.finish_setup("zones", notes.append)
     assert fake.ran[-1] == ("zpool", "set", "comment=", "zones") and "is whole" in notes[0]
     fake = FakeNode("zones", comment="-")
-    monkeypatch.setattr(tp, "run", fake)
-    tp.finish_setup("zones", notes.append)
+    nodelib.patch(monkeypatch, "run", fake)
+    pimport.finish_setup("zones", notes.append)
     assert not [a for a in fake.ran if a[:2] == ("zpool", "set")] and len(notes) == 1
 
 
 def test_the_boot_reports_an_interrupted_setup_and_redoes_it_from_answers(tmp_path, monkeypatch):
     s = pool_settings(tmp_path)
     fake = FakeNode("zones")
-    monkeypatch.setattr(tp, "run", fake)
-    assert tp.unfinished_setup(s, ["zones"]) == "zones"
-    assert tp.unfinished_setup(s, ["backup"]) is None
-    monkeypatch.setattr(tp, "load_answers", lambda settings, args: None)
+    nodelib.patch(monkeypatch, "run", fake)
+    assert pimport.unfinished_setup(s, ["zones"]) == "zones"
+    assert pimport.unfinished_setup(s, ["backup"]) is None
+    nodelib.patch(monkeypatch, "load_answers", lambda settings, args: None)
     notes: list[str] = []
     state: dict = {}
-    assert tp.set_up_at_boot(s, {}, "zones", state, notes.append) is None
+    assert pimport.set_up_at_boot(s, {}, "zones", state, notes.append) is None
     assert notes[0].startswith("setup was interrupted: pool 'zones' was created but setup never finished")
     assert "sets it up again" in notes[1] and state["setup_interrupted"]
-    monkeypatch.setattr(tp, "load_answers", lambda settings, args: (tp.Answers("single", ("vda",)), "answers.json"))
-    monkeypatch.setattr(tp, "setup", lambda settings, answers, booting, report: "created pool 'zones'")
-    assert tp.set_up_at_boot(s, {}, "zones", state, notes.append) == "zones"
+    answers = (psetup.Answers("single", ("vda",)), "answers.json")
+    nodelib.patch(monkeypatch, "load_answers", lambda settings, args: answers)
+    nodelib.patch(monkeypatch, "setup", lambda settings, answers, booting, report: "created pool 'zones'")
+    assert pimport.set_up_at_boot(s, {}, "zones", state, notes.append) == "zones"
     assert "setup_interrupted" not in state and notes[-1] == "created pool 'zones'"
 
 
@@ -493,8 +499,8 @@ def test_the_instances_mount_even_when_a_leftover_cannot_be_removed(tmp_path, mo
         rc = 1 if argv[:2] == ("zfs", "destroy") else 0
         return subprocess.CompletedProcess(argv, rc, "", "cannot destroy: pool I/O is currently suspended\n")
 
-    monkeypatch.setattr(tp, "run", fake_run)
-    [result] = tp.run_steps([(tp.INSTANCES, lambda: tp.mount_instances(pool_settings(tmp_path)))])
+    nodelib.patch(monkeypatch, "run", fake_run)
+    [result] = prestore.run_steps([(pinstances.INSTANCES, lambda: pinstances.mount_instances(pool_settings(tmp_path)))])
     assert ("zfs", "mount", vm) in ran and ("zfs", "mount", partial) not in ran
     assert result.error == (f"{partial} (a `vmadm create` cut short (a power cut or crash) that never finished) "
                             f"not removed: cannot destroy: pool I/O is currently suspended")
@@ -512,10 +518,10 @@ def test_the_instances_mount_even_when_the_cleanup_itself_fails(tmp_path, monkey
     def missing():
         raise FileNotFoundError(2, "No such file or directory", "/usr/lib/triton/instances.json")
 
-    monkeypatch.setattr(tp, "run", fake_run)
+    nodelib.patch(monkeypatch, "run", fake_run)
     monkeypatch.setattr(ti, "leftovers", lambda listing, pool: [ti.Leftover("zones/x-partial", "why", IMAGE)])
-    monkeypatch.setattr(ti.Settings, "load", classmethod(lambda cls, path=None: missing()))
-    [result] = tp.run_steps([(tp.INSTANCES, lambda: tp.mount_instances(pool_settings(tmp_path)))])
+    monkeypatch.setattr(ts, "load_instances", lambda path=ts.INSTANCES_JSON: missing())
+    [result] = prestore.run_steps([(pinstances.INSTANCES, lambda: pinstances.mount_instances(pool_settings(tmp_path)))])
     assert ("zfs", "mount", vm) in ran
     assert result.error == ("zones/x-partial removed, but not its image's manifest: "
                             "/usr/lib/triton/instances.json: No such file or directory")

@@ -11,7 +11,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
 import triton_network as tn  # noqa: E402
-import triton_pool as tp  # noqa: E402
 
 ADMIN, EXT, S1, S2 = "52:54:00:12:34:56", "52:54:00:aa:bb:01", "52:54:00:aa:bb:02", "52:54:00:aa:bb:03"
 LOCAL = [ADMIN, EXT, S1, S2]
@@ -39,12 +38,6 @@ BOOTER = {
 
 def plan(data=BOOTER, local=LOCAL, bootif=ADMIN):
     return tn.settle(tn.parse(json.loads(json.dumps(data)), "n.json", "0"), local, bootif, "0")
-
-
-def test_bootif_mac():
-    assert tn.bootif_mac("console=ttyS1 BOOTIF=01-52-54-00-12-34-56 x") == "52:54:00:12:34:56"
-    assert tn.bootif_mac("BOOTIF=52-54-00-12-34-56") == "52:54:00:12:34:56"
-    assert tn.bootif_mac("BOOTIF=garbage") is None and tn.bootif_mac("") is None
 
 
 def test_booters_file_becomes_tags_addresses_and_routes():
@@ -172,11 +165,3 @@ def test_state_is_what_sysinfo_reads():
     assert s["aggregations"]["aggr0"]["macs"] == [S1, S2]
     assert {"nic_tag": "external", "link": "external0.42", "vlan_id": 42, "ip": "192.168.78.20",
             "netmask": "255.255.255.0", "gateway": "", "mtu": 1400, "primary": False} in s["vnics"]
-
-
-def test_instance_datasets_mounted_at_boot():
-    settings = type("S", (), {"name": "zones"})()
-    listing = ("zones\tnoauto\nzones/config\tnoauto\nzones/var\tnoauto\n"
-               "zones/6f1c3a2b-9d8e-4f7a-b6c5-d4e3f2a1b0c9\ton\n"
-               "zones/0b8e9a44-3c2d-4e5f-8a9b-0c1d2e3f4a5b\tnoauto\n")
-    assert tp.instance_datasets(listing, settings) == ["zones/6f1c3a2b-9d8e-4f7a-b6c5-d4e3f2a1b0c9"]

@@ -1,6 +1,9 @@
 """triton-pool's decisions, without root, disks or ZFS (the boot tests run
 the real thing)."""
 
+import dataclasses
+import os
+import subprocess
 import json
 import sys
 import zlib
@@ -8,19 +11,34 @@ from pathlib import Path
 
 import pytest
 
+from hooks import postinst
 from hooks.config import load
+from tests.unit import nodelib
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
+import triton_common as common  # noqa: E402
 import triton_pool as tp  # noqa: E402
+import triton_pool_disks as pdisks  # noqa: E402
+from triton_pool_disks import Partition, Placement  # noqa: E402
+import triton_pool_hostid as phostid  # noqa: E402
+import triton_pool_identity as pidentity  # noqa: E402
+import triton_pool_import as pimport  # noqa: E402
+import triton_pool_instances as pinstances  # noqa: E402
+import triton_pool_reset as preset  # noqa: E402
+import triton_pool_restore as prestore  # noqa: E402
+import triton_pool_setup as psetup  # noqa: E402
+import triton_pool_state as pstate  # noqa: E402
+import triton_pool_zfs as pzfs  # noqa: E402
+import triton_settings as ts  # noqa: E402
 
 
 def test_hostid_is_linux_lives_crc32_of_dmidecodes_uuid():
     # dmidecode prints the UUID in upper case; the kernel's product_uuid in lower.
     u = "4c4c4544-0037-3510-8052-b4c04f4d3732"
-    assert tp.hostid_from_uuid(u) == zlib.crc32(u.upper().encode())
-    assert tp.hostid_from_uuid(u.upper() + "\n") == tp.hostid_from_uuid(u)
-    assert tp.hostid_file_bytes(0x11223344) == b"\x44\x33\x22\x11"
+    assert phostid.hostid_from_uuid(u) == zlib.crc32(u.upper().encode())
+    assert phostid.hostid_from_uuid(u.upper() + "\n") == phostid.hostid_from_uuid(u)
+    assert phostid.hostid_file_bytes(0x11223344) == b"\x44\x33\x22\x11"
 
 
 @pytest.mark.parametrize("text,ok", [
@@ -31,22 +49,22 @@ def test_hostid_is_linux_lives_crc32_of_dmidecodes_uuid():
     ("", False),
 ])
 def test_unusable_firmware_uuids_are_rejected(text, ok):
-    assert (tp.valid_system_uuid(text) is not None) == ok
+    assert (phostid.valid_system_uuid(text) is not None) == ok
 
 
 def test_kernel_args_and_noimport():
-    args = tp.kernel_args("BOOT_IMAGE=x noimport=true console=ttyS1,115200n8 quiet")
-    assert tp.is_true(args.get("noimport"))
+    args = common.kernel_args("BOOT_IMAGE=x noimport=true console=ttyS1,115200n8 quiet")
+    assert pimport.is_true(args.get("noimport"))
     assert args["console"] == "ttyS1,115200n8"
-    assert not tp.is_true(tp.kernel_args("noimport=false").get("noimport"))
-    assert not tp.is_true(tp.kernel_args("").get("noimport"))
+    assert not pimport.is_true(common.kernel_args("noimport=false").get("noimport"))
+    assert not pimport.is_true(common.kernel_args("").get("noimport"))
 
 
 def test_answers_file():
-    a = tp.parse_answers({"pool": {"layout": "mirror", "disks": ["vdb", "vdc"]}}, "answers.json")
-    assert a == tp.Answers("mirror", ("vdb", "vdc"), False)
-    assert tp.vdev_args(a.layout, a.disks) == ["mirror", "vdb", "vdc"]
-    assert tp.vdev_args("single", ["vdb"]) == ["vdb"]
+    a = psetup.parse_answers({"pool": {"layout": "mirror", "disks": ["vdb", "vdc"]}}, "answers.json")
+    assert a == psetup.Answers("mirror", ("vdb", "vdc"), False)
+    assert pdisks.vdev_args(a.layout, a.disks) == ["mirror", "vdb", "vdc"]
+    assert pdisks.vdev_args("single", ["vdb"]) == ["vdb"]
 
 
 @pytest.mark.parametrize("data,message", [
@@ -60,22 +78,22 @@ def test_answers_file():
     ({"pool": {"layout": "single", "disks": ["vdb"], "size": 3}}, "unknown keys"),
 ])
 def test_bad_answers_name_the_input(data, message):
-    with pytest.raises(tp.PoolError, match=message) as e:
-        tp.parse_answers(data, "/run/triton/boot/answers.json")
+    with pytest.raises(pstate.PoolError, match=message) as e:
+        psetup.parse_answers(data, "/run/triton/boot/answers.json")
     assert "answers.json" in str(e.value)
 
 
 def test_blank_disk_is_accepted_anything_else_refused():
-    assert tp.disk_refusal("/dev/vdb", {}, []) is None
-    assert tp.disk_refusal("/dev/vdb", {"PTTYPE": "gpt"}, [{"TYPE": "zfs_member", "LABEL": "zones"}, {}]) \
+    assert pdisks.disk_refusal("/dev/vdb", {}, []) is None
+    assert pdisks.disk_refusal("/dev/vdb", {"PTTYPE": "gpt"}, [{"TYPE": "zfs_member", "LABEL": "zones"}, {}]) \
         == "/dev/vdb holds ZFS pool 'zones'"
-    assert tp.disk_refusal("/dev/vdb", {"PTTYPE": "dos"}, [{"TYPE": "ext4"}]) \
+    assert pdisks.disk_refusal("/dev/vdb", {"PTTYPE": "dos"}, [{"TYPE": "ext4"}]) \
         == "/dev/vdb has a dos partition table (1 partition)"
-    assert tp.disk_refusal("/dev/vdb", {"TYPE": "xfs"}, []) == "/dev/vdb holds a xfs filesystem"
+    assert pdisks.disk_refusal("/dev/vdb", {"TYPE": "xfs"}, []) == "/dev/vdb holds a xfs filesystem"
 
 
 def test_blkid_export():
-    assert tp.parse_blkid_export("DEVNAME=/dev/vdb1\nLABEL=zones\nTYPE=zfs_member\n") == \
+    assert pdisks.parse_blkid_export("DEVNAME=/dev/vdb1\nLABEL=zones\nTYPE=zfs_member\n") == \
         {"DEVNAME": "/dev/vdb1", "LABEL": "zones", "TYPE": "zfs_member"}
 
 
@@ -97,29 +115,29 @@ IMPORT_LISTING = """\
 
 
 def test_import_listing_gives_pool_state_and_reason():
-    [seen] = tp.parse_import_listing(IMPORT_LISTING)
+    [seen] = pdisks.parse_import_listing(IMPORT_LISTING)
     assert seen["pool"] == "zones"
     assert seen["state"] == "ONLINE"
     assert "last accessed by another system" in seen["status"]
     assert seen["action"].endswith("the '-f' flag.")
-    assert tp.parse_import_listing("no pools available to import\n") == []
+    assert pdisks.parse_import_listing("no pools available to import\n") == []
 
 
 def test_mount_order_parents_first():
-    ds = [{"mountpoint": "/zones/config"}, {"mountpoint": "/var"}, {"mountpoint": "/zones"}]
-    assert [d["mountpoint"] for d in tp.mount_order(ds)] == ["/var", "/zones", "/zones/config"]
+    ds = [ts.Dataset("config", "/zones/config"), ts.Dataset("var", "/var"), ts.Dataset("", "/zones")]
+    assert [d.mountpoint for d in pzfs.mount_order(ds)] == ["/var", "/zones", "/zones/config"]
 
 
 def test_console_issue_says_what_state_the_node_is_in():
-    assert "NOT SET UP" in tp.issue_text({"state": "not-setup", "pool": "zones"})
-    assert "DEGRADED" in tp.issue_text({"state": "imported", "pool": "zones", "health": "DEGRADED"})
-    assert "noimport" in tp.issue_text({"state": "noimport", "pool": "zones"})
+    assert "NOT SET UP" in pstate.issue_text({"state": "not-setup", "pool": "zones"})
+    assert "DEGRADED" in pstate.issue_text({"state": "imported", "pool": "zones", "health": "DEGRADED"})
+    assert "noimport" in pstate.issue_text({"state": "noimport", "pool": "zones"})
 
 
 def test_settings_read_what_the_build_writes(tmp_path):
     path = tmp_path / "pool.json"
     path.write_text(json.dumps(load().pool.as_json()))
-    s = tp.Settings.load(path)
+    s = ts.load_pool(path)
     assert s.name == "zones"
     assert s.full("var") == "zones/var" and s.full("") == "zones"
     assert s.config_dir == Path("/zones/config")
@@ -134,7 +152,7 @@ def test_settings_read_what_the_build_writes(tmp_path):
 def test_cli_errors_name_the_input_and_what_to_do(tmp_path, monkeypatch, capsys, argv, message):
     path = tmp_path / "pool.json"
     path.write_text(json.dumps(load().pool.as_json()))
-    monkeypatch.setattr(tp, "SETTINGS", path)
+    nodelib.patch(monkeypatch, "SETTINGS", path)
     names = {"bad": tmp_path / "bad.json", "missing": tmp_path / "missing.json"}
     names["bad"].write_text("{not json")
     argv = [a.format(**names) for a in argv]
@@ -157,13 +175,13 @@ BOOTIF = "BOOT_IMAGE=x BOOTIF=01-52-54-00-12-34-56 console=ttyS0"
 
 @pytest.mark.parametrize("uuid", PLACEHOLDERS)
 def test_placeholder_uuids_are_not_a_nodes_identity(uuid):
-    assert tp.valid_system_uuid(uuid) is None
-    assert tp.valid_system_uuid(uuid.lower() + "\n") is None
+    assert phostid.valid_system_uuid(uuid) is None
+    assert phostid.valid_system_uuid(uuid.lower() + "\n") is None
 
 
 @pytest.mark.parametrize("uuid", PLACEHOLDERS)
 def test_a_placeholder_uuid_gives_the_boot_nics_hostid_and_says_why(uuid):
-    hostid, source = tp.choose_hostid(uuid + "\n", BOOTIF)
+    hostid, source = phostid.choose_hostid(uuid + "\n", BOOTIF)
     assert hostid == zlib.crc32(b"52:54:00:12:34:56".upper())
     assert source.startswith("boot NIC 52:54:00:12:34:56 (")
     assert "placeholder" in source and uuid.lower() in source
@@ -171,18 +189,18 @@ def test_a_placeholder_uuid_gives_the_boot_nics_hostid_and_says_why(uuid):
 
 def test_a_real_uuid_gives_its_own_hostid_whatever_the_boot_nic():
     u = "4c4c4544-0037-3510-8052-b4c04f4d3732"
-    assert tp.choose_hostid(u.upper() + "\n", BOOTIF) == (tp.hostid_from_uuid(u), f"SMBIOS system UUID {u}")
+    assert phostid.choose_hostid(u.upper() + "\n", BOOTIF) == (phostid.hostid_from_uuid(u), f"SMBIOS system UUID {u}")
 
 
 def test_without_bootif_a_placeholder_keeps_its_old_hostid_but_no_uuid_imports_nothing():
     # Booted from a DVD or USB stick (no BOOTIF=): the placeholder's hostid,
     # as before, so the node keeps importing its pool; the console says why.
-    hostid, source = tp.choose_hostid(PLACEHOLDERS[0], "console=ttyS0")
-    assert hostid == tp.hostid_from_uuid(PLACEHOLDERS[0])
+    hostid, source = phostid.choose_hostid(PLACEHOLDERS[0], "console=ttyS0")
+    assert hostid == phostid.hostid_from_uuid(PLACEHOLDERS[0])
     assert "placeholder" in source and "no BOOTIF=" in source
     for absent in ("", "Not Settable", PLACEHOLDERS[2], PLACEHOLDERS[3]):
-        with pytest.raises(tp.PoolError, match="no BOOTIF="):
-            tp.choose_hostid(absent, "console=ttyS0")
+        with pytest.raises(pstate.PoolError, match="no BOOTIF="):
+            phostid.choose_hostid(absent, "console=ttyS0")
 
 
 # -- factory reset clears only the pool's devices (item 9) --------------------------------
@@ -243,20 +261,20 @@ errors: No known data errors
 
 
 def zfs_disk(disk):
-    return tp.Placement(disk, (tp.Partition(disk + "1", 1, ZFS_DATA), tp.Partition(disk + "9", 9, ZFS_RESERVED)))
+    return Placement(disk, (Partition(disk + "1", 1, ZFS_DATA), Partition(disk + "9", 9, ZFS_RESERVED)))
 
 
-NVME = tp.Placement("/dev/nvme0n1", tuple(
-    tp.Partition(f"/dev/nvme0n1p{n}", n, t) for n, t in
+NVME = Placement("/dev/nvme0n1", tuple(
+    Partition(f"/dev/nvme0n1p{n}", n, t) for n, t in
     [(1, EFI), (2, LINUX), (3, ZFS_DATA), (4, ZFS_DATA), (5, ZFS_DATA)]))
-SDD = tp.Placement("/dev/sdd", (tp.Partition("/dev/sdd1", 1, ZFS_DATA), tp.Partition("/dev/sdd2", 2, LINUX)))
+SDD = Placement("/dev/sdd", (Partition("/dev/sdd1", 1, ZFS_DATA), Partition("/dev/sdd2", 2, LINUX)))
 PLACEMENTS = {"/dev/sdb1": zfs_disk("/dev/sdb"), "/dev/sdc1": zfs_disk("/dev/sdc"), "/dev/sdf1": zfs_disk("/dev/sdf"),
-              "/dev/sdd1": SDD, "/dev/sde1": tp.Placement("/dev/sde", (tp.Partition("/dev/sde1", 1, ZFS_DATA),)),
+              "/dev/sdd1": SDD, "/dev/sde1": Placement("/dev/sde", (Partition("/dev/sde1", 1, ZFS_DATA),)),
               "/dev/sdh1": zfs_disk("/dev/sdh"), "/dev/nvme0n1p3": NVME, "/dev/nvme0n1p4": NVME}
 
 
 def test_zpool_status_lists_every_device_of_every_pool_by_section():
-    pools = tp.parse_zpool_status(ZPOOL_STATUS)
+    pools = pdisks.parse_zpool_status(ZPOOL_STATUS)
     assert [(v.path, v.section, v.state) for v in pools["zones"]] == [
         ("/dev/sdb1", "data", "ONLINE"), ("/dev/sdc1", "data", "ONLINE"), ("/dev/sdd1", "data", "ONLINE"),
         ("/dev/sdf1", "data", "ONLINE"), ("/dev/sdh1", "data", "REMOVED"),
@@ -264,36 +282,36 @@ def test_zpool_status_lists_every_device_of_every_pool_by_section():
         ("/dev/sde1", "spares", "AVAIL"),
     ]
     assert [(v.path, v.section) for v in pools["data"]] == [("/dev/nvme0n1p5", "data"), ("/dev/sde1", "spares")]
-    assert tp.parse_zpool_status("no pools available\n") == {}
+    assert pdisks.parse_zpool_status("no pools available\n") == {}
 
 
 def test_factory_reset_clears_whole_disks_zfs_made_and_only_the_pools_partitions():
-    pools = tp.parse_zpool_status(ZPOOL_STATUS)
+    pools = pdisks.parse_zpool_status(ZPOOL_STATUS)
     elsewhere = {v.path: "data" for v in pools["data"]}
-    plan = tp.reset_plan(pools["zones"], PLACEMENTS, elsewhere)
+    plan = preset.reset_plan(pools["zones"], PLACEMENTS, elsewhere)
     assert plan.disks == ("/dev/sdb", "/dev/sdc", "/dev/sdf")
     # The log, the cache and the spare are partitions: the NVMe's EFI, root
     # and data-pool partitions, and sdd2, are not the pool's.
     assert plan.partitions == ("/dev/sdd1", "/dev/nvme0n1p3", "/dev/nvme0n1p4")
     assert plan.skipped == ("/dev/sdh1 (data) is REMOVED", "/dev/sde1 (spares) is also in pool 'data'")
-    assert tp.reset_summary(plan) == ("cleared disk /dev/sdb, disk /dev/sdc, disk /dev/sdf, partition /dev/sdd1, "
-                                      "partition /dev/nvme0n1p3, partition /dev/nvme0n1p4")
+    assert preset.reset_summary(plan) == ("cleared disk /dev/sdb, disk /dev/sdc, disk /dev/sdf, partition /dev/sdd1, "
+                                          "partition /dev/nvme0n1p3, partition /dev/nvme0n1p4")
 
 
 @pytest.mark.parametrize("where,cleared", [
-    (tp.Placement("/dev/sdb"), ("disks", "/dev/sdb")),                         # a disk without partitions
+    (Placement("/dev/sdb"), ("disks", "/dev/sdb")),                         # a disk without partitions
     (zfs_disk("/dev/sdb"), ("disks", "/dev/sdb")),                             # ZFS's own layout
-    (tp.Placement("/dev/sdb", (tp.Partition("/dev/sdb1", 1, ZFS_DATA),         # partition 9 of another type
-                               tp.Partition("/dev/sdb9", 9, LINUX))), ("partitions", "/dev/sdb1")),
-    (tp.Placement("/dev/sdb", (*zfs_disk("/dev/sdb").partitions,               # a third partition
-                               tp.Partition("/dev/sdb2", 2, LINUX))), ("partitions", "/dev/sdb1")),
-    (tp.Placement("/dev/sdb", (tp.Partition("/dev/sdb1", 1, ""),               # types unknown
-                               tp.Partition("/dev/sdb9", 9, ""))), ("partitions", "/dev/sdb1")),
-    (tp.Placement(""), ("partitions", "/dev/sdb1")),                           # its disk unknown
+    (Placement("/dev/sdb", (Partition("/dev/sdb1", 1, ZFS_DATA),         # partition 9 of another type
+                            Partition("/dev/sdb9", 9, LINUX))), ("partitions", "/dev/sdb1")),
+    (Placement("/dev/sdb", (*zfs_disk("/dev/sdb").partitions,               # a third partition
+                            Partition("/dev/sdb2", 2, LINUX))), ("partitions", "/dev/sdb1")),
+    (Placement("/dev/sdb", (Partition("/dev/sdb1", 1, ""),               # types unknown
+                            Partition("/dev/sdb9", 9, ""))), ("partitions", "/dev/sdb1")),
+    (Placement(""), ("partitions", "/dev/sdb1")),                           # its disk unknown
 ])
 def test_only_zfss_own_whole_disk_layout_clears_a_whole_disk(where, cleared):
     dev = "/dev/sdb" if where.disk == "/dev/sdb" and not where.partitions else "/dev/sdb1"
-    plan = tp.reset_plan([tp.Vdev(dev, "data", "ONLINE")], {dev: where}, {})
+    plan = preset.reset_plan([pdisks.Vdev(dev, "data", "ONLINE")], {dev: where}, {})
     assert getattr(plan, cleared[0]) == (cleared[1],)
 
 
@@ -321,12 +339,12 @@ def test_factory_reset_runs_labelclear_and_wipefs_on_the_pools_devices_only(monk
             out = f"TYPE=zfs_member\nPART_ENTRY_NUMBER={p.number}\nPART_ENTRY_TYPE={p.type.upper()}\n" if p else ""
         elif argv[0] in ("wipefs", "zpool") and argv[1] != "destroy":
             touched.append(argv[-1])
-        return tp.subprocess.CompletedProcess(argv, 0, out, "")
+        return subprocess.CompletedProcess(argv, 0, out, "")
 
-    monkeypatch.setattr(tp, "run", fake_run)
-    monkeypatch.setattr(tp.Path, "is_block_device", lambda self: True)
+    nodelib.patch(monkeypatch, "run", fake_run)
+    monkeypatch.setattr(Path, "is_block_device", lambda self: True)
     notes = []
-    assert tp.destroy_and_clear("zones", notes.append)
+    assert preset.destroy_and_clear("zones", notes.append)
     assert set(touched) == {"/dev/sdb1", "/dev/sdb9", "/dev/sdb", "/dev/sdc1", "/dev/sdc9", "/dev/sdc",
                             "/dev/sdf1", "/dev/sdf9", "/dev/sdf", "/dev/sdd1", "/dev/nvme0n1p3", "/dev/nvme0n1p4"}
     assert notes[-1].startswith("factory reset: pool 'zones' destroyed; cleared disk /dev/sdb")
@@ -339,9 +357,9 @@ def node_settings(tmp_path):
     """The build's pool settings, with every dataset under tmp_path."""
     path = tmp_path / "pool.json"
     path.write_text(json.dumps(load().pool.as_json()))
-    s = tp.Settings.load(path)
-    return tp.dataclasses.replace(s, datasets=tuple(
-        {**d, "mountpoint": str(tmp_path / "node" / d["mountpoint"].lstrip("/"))} for d in s.datasets))
+    s = ts.load_pool(path)
+    return dataclasses.replace(s, datasets=tuple(
+        dataclasses.replace(d, mountpoint=str(tmp_path / "node" / d.mountpoint.lstrip("/"))) for d in s.datasets))
 
 
 @pytest.fixture
@@ -353,14 +371,14 @@ def node(tmp_path, monkeypatch):
                        ("ETC_MACHINE_ID", tmp_path / "etc/machine-id"), ("ETC_SSH", tmp_path / "etc/ssh"),
                        ("SHADOW", tmp_path / "etc/shadow"),
                        ("ROOT_AUTHORIZED_KEYS", tmp_path / "root/.ssh/authorized_keys")]:
-        monkeypatch.setattr(tp, name, path)
+        nodelib.patch(monkeypatch, name, path)
     (tmp_path / "etc/ssh").mkdir(parents=True)
     (tmp_path / "boot").mkdir()
     settings = node_settings(tmp_path)
     settings.config_dir.mkdir(parents=True)
-    tp.write_state({"pool": "zones", "state": "imported", "health": "ONLINE", "messages": []})
-    tp.MOUNT_FLAG.write_text("zones\n")
-    monkeypatch.setattr(tp, "is_mountpoint", lambda path: True)
+    pstate.write_state({"pool": "zones", "state": "imported", "health": "ONLINE", "messages": []})
+    pstate.MOUNT_FLAG.write_text("zones\n")
+    nodelib.patch(monkeypatch, "is_mountpoint", lambda path: True)
     return settings
 
 
@@ -378,17 +396,17 @@ def test_restore_runs_every_step_and_mounts_the_instances_whatever_fails(node, m
                 raise error
         return fake
 
-    monkeypatch.setattr(tp, "restore_machine_id", step("machine-id"))
-    monkeypatch.setattr(tp, "restore_ssh_host_keys", step("ssh", FileNotFoundError(
+    nodelib.patch(monkeypatch, "restore_machine_id", step("machine-id"))
+    nodelib.patch(monkeypatch, "restore_ssh_host_keys", step("ssh", FileNotFoundError(
         2, "No such file or directory", "/zones/config/ssh/ssh_host_rsa_key.pub")))
-    monkeypatch.setattr(tp, "restore_root_password", step("password", tp.PoolError(
+    nodelib.patch(monkeypatch, "restore_root_password", step("password", pstate.PoolError(
         "/zones/config/root/shadow: it is not one line\nending in a newline")))
-    monkeypatch.setattr(tp, "restore_root_keys", step("keys"))
-    monkeypatch.setattr(tp, "keep_boot_files", step("boot", enospc("/zones/config/boot/node.config")))
-    monkeypatch.setattr(tp, "mount_instances",
-                        lambda settings: ran.append("instances") or "mounted 2 instance dataset(s)")
+    nodelib.patch(monkeypatch, "restore_root_keys", step("keys"))
+    nodelib.patch(monkeypatch, "keep_boot_files", step("boot", enospc("/zones/config/boot/node.config")))
+    nodelib.patch(monkeypatch, "mount_instances",
+                  lambda settings: ran.append("instances") or "mounted 2 instance dataset(s)")
 
-    assert tp.restore(node) == 1
+    assert prestore.restore(node) == 1
     assert ran == ["machine-id", "ssh", "password", "keys", "boot", "instances"]
     out = capsys.readouterr().out.splitlines()
     assert out == [
@@ -398,22 +416,22 @@ def test_restore_runs_every_step_and_mounts_the_instances_whatever_fails(node, m
         f"triton-pool: restored machine-id, root ssh keys from {node.config_dir}",
         "triton-pool: mounted 2 instance dataset(s)",
     ]
-    state = tp.read_state()
+    state = pstate.read_state()
     assert [(r["step"], r["ok"]) for r in state["restore"]] == [
         ("machine-id", True), ("ssh host keys", False), ("root password", False), ("root ssh keys", True),
         ("boot files", False), ("instance datasets", True)]
     assert state["messages"] == [line.removeprefix("triton-pool: ") for line in out[:3]]
-    assert tp.ISSUE.read_text() == ("Pool zones: imported, ONLINE.\nRestore from the pool FAILED: ssh host keys, "
-                                    "root password, boot files: see `triton-pool status`.\n")
+    assert pstate.ISSUE.read_text() == ("Pool zones: imported, ONLINE.\nRestore from the pool FAILED: ssh host keys, "
+                                        "root password, boot files: see `triton-pool status`.\n")
 
 
 def test_restore_mounts_instances_even_without_the_config_dataset(node, monkeypatch, capsys):
-    monkeypatch.setattr(tp, "is_mountpoint", lambda path: path != node.config_dir)
-    monkeypatch.setattr(tp, "restore_machine_id", lambda cfg: pytest.fail("wrote to an unmounted /zones/config"))
-    monkeypatch.setattr(tp, "mount_instances", lambda settings: "mounted 1 instance dataset(s)")
-    assert tp.restore(node) == 1
+    nodelib.patch(monkeypatch, "is_mountpoint", lambda path: path != node.config_dir)
+    nodelib.patch(monkeypatch, "restore_machine_id", lambda cfg: pytest.fail("wrote to an unmounted /zones/config"))
+    nodelib.patch(monkeypatch, "mount_instances", lambda settings: "mounted 1 instance dataset(s)")
+    assert prestore.restore(node) == 1
     assert capsys.readouterr().out.splitlines()[-1] == "triton-pool: mounted 1 instance dataset(s)"
-    assert tp.read_state()["unmounted"] == [str(node.config_dir)]
+    assert pstate.read_state()["unmounted"] == [str(node.config_dir)]
 
 
 def test_one_instance_that_does_not_mount_leaves_the_others_mounted(node, monkeypatch):
@@ -422,18 +440,18 @@ def test_one_instance_that_does_not_mount_leaves_the_others_mounted(node, monkey
 
     def fake_run(*argv, check=True):
         if argv[:2] == ("zfs", "list"):
-            return tp.subprocess.CompletedProcess(argv, 0, f"zones\ton\n{a}\ton\n{b}\ton\n", "")
+            return subprocess.CompletedProcess(argv, 0, f"zones\ton\n{a}\ton\n{b}\ton\n", "")
         mounted.append(argv[-1])
-        return tp.subprocess.CompletedProcess(argv, 1 if argv[-1] == a else 0, "", "cannot mount: I/O error\n")
+        return subprocess.CompletedProcess(argv, 1 if argv[-1] == a else 0, "", "cannot mount: I/O error\n")
 
-    monkeypatch.setattr(tp, "run", fake_run)
-    [result] = tp.run_steps([(tp.INSTANCES, lambda: tp.mount_instances(node))])
+    nodelib.patch(monkeypatch, "run", fake_run)
+    [result] = prestore.run_steps([(pinstances.INSTANCES, lambda: pinstances.mount_instances(node))])
     assert mounted == [a, b]
     assert result.error == f"1 of 2 did not mount: {a}: cannot mount: I/O error"
 
 
 def test_a_full_pool_leaves_the_boot_files_an_earlier_boot_kept(node, monkeypatch):
-    (tp.BOOT_FILES / "node.config").write_text("hostname='new'\n")
+    (pstate.BOOT_FILES / "node.config").write_text("hostname='new'\n")
     kept = node.config_dir / "boot/node.config"
     kept.parent.mkdir()
     kept.write_text("hostname='old'\n")
@@ -441,22 +459,22 @@ def test_a_full_pool_leaves_the_boot_files_an_earlier_boot_kept(node, monkeypatc
     def full(fd):
         raise enospc(None)
 
-    monkeypatch.setattr(tp.os, "fsync", full)
-    with pytest.raises(tp.PoolError, match=f"^{kept}: No space left on device; the copy an earlier boot kept"):
-        tp.keep_boot_files(node.config_dir)
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(pstate.PoolError, match=f"^{kept}: No space left on device; the copy an earlier boot kept"):
+        pidentity.keep_boot_files(node.config_dir)
     assert kept.read_text() == "hostname='old'\n"
     assert [p.name for p in kept.parent.iterdir()] == ["node.config"]
 
 
 def test_ssh_host_key_plan():
     saved = {"ssh_host_rsa_key", "ssh_host_rsa_key.pub", "ssh_host_ecdsa_key", "ssh_host_ed25519_key.pub"}
-    assert tp.ssh_key_plan(saved) == {"rsa": "copy", "ecdsa": "derive-public", "ed25519": "generate"}
+    assert pidentity.ssh_key_plan(saved) == {"rsa": "copy", "ecdsa": "derive-public", "ed25519": "generate"}
 
 
 def test_a_lost_public_host_key_is_made_again_and_the_others_are_installed(node, monkeypatch):
     keys = node.config_dir / "ssh"
     keys.mkdir()
-    for t in tp.SSH_KEY_TYPES:
+    for t in pidentity.SSH_KEY_TYPES:
         (keys / f"ssh_host_{t}_key").write_text(f"PRIVATE {t}\n")
         if t != "ecdsa":
             (keys / f"ssh_host_{t}_key.pub").write_text(f"PUBLIC {t}\n")
@@ -464,26 +482,26 @@ def test_a_lost_public_host_key_is_made_again_and_the_others_are_installed(node,
 
     def fake_run(*argv, check=True):
         calls.append(argv)
-        return tp.subprocess.CompletedProcess(argv, 0, "ecdsa-sha2-nistp256 AAAA\n", "")
+        return subprocess.CompletedProcess(argv, 0, "ecdsa-sha2-nistp256 AAAA\n", "")
 
-    monkeypatch.setattr(tp, "run", fake_run)
-    assert "ecdsa" in tp.restore_ssh_host_keys(node.config_dir)
+    nodelib.patch(monkeypatch, "run", fake_run)
+    assert "ecdsa" in pidentity.restore_ssh_host_keys(node.config_dir)
     assert calls == [("ssh-keygen", "-y", "-P", "", "-f", str(keys / "ssh_host_ecdsa_key"))]
     assert (keys / "ssh_host_ecdsa_key.pub").read_text() == "ecdsa-sha2-nistp256 AAAA\n"
-    assert sorted(p.name for p in tp.ETC_SSH.iterdir()) == sorted(
-        f"ssh_host_{t}_key{s}" for t in tp.SSH_KEY_TYPES for s in ("", ".pub"))
-    assert oct((tp.ETC_SSH / "ssh_host_rsa_key").stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in pidentity.ETC_SSH.iterdir()) == sorted(
+        f"ssh_host_{t}_key{s}" for t in pidentity.SSH_KEY_TYPES for s in ("", ".pub"))
+    assert oct((pidentity.ETC_SSH / "ssh_host_rsa_key").stat().st_mode & 0o777) == "0o600"
 
 
 def test_a_damaged_machine_id_is_replaced_and_reported(node):
     saved = node.config_dir / "machine-id"
-    tp.restore_machine_id(node.config_dir)  # first boot: made, silently
+    pidentity.restore_machine_id(node.config_dir)  # first boot: made, silently
     first = saved.read_text()
-    assert tp.ETC_MACHINE_ID.read_text() == first and len(first.strip()) == 32
+    assert pidentity.ETC_MACHINE_ID.read_text() == first and len(first.strip()) == 32
     saved.write_text("\x00garbage")
-    with pytest.raises(tp.PoolError, match="damaged .* this node has a new machine-id"):
-        tp.restore_machine_id(node.config_dir)
-    assert tp.ETC_MACHINE_ID.read_text() == saved.read_text() != first
+    with pytest.raises(pstate.PoolError, match="damaged .* this node has a new machine-id"):
+        pidentity.restore_machine_id(node.config_dir)
+    assert pidentity.ETC_MACHINE_ID.read_text() == saved.read_text() != first
 
 
 @pytest.mark.parametrize("text,value", [
@@ -491,22 +509,22 @@ def test_a_damaged_machine_id_is_replaced_and_reported(node):
     ("!\n", "!"), ("*\n", "*"), ("\n", ""),
 ])
 def test_saved_root_password_is_read_exactly(text, value):
-    assert tp.saved_root_hash(text) == value
+    assert pidentity.saved_root_hash(text) == value
 
 
 @pytest.mark.parametrize("text", ["", "$6$salt$ha", "$6$a\n$6$b\n", "$6$salt:hash\n", "$6$s\ufffd\n", "$6 x\n"])
 def test_a_damaged_saved_root_password_is_refused(text):
     with pytest.raises(ValueError):
-        tp.saved_root_hash(text)
+        pidentity.saved_root_hash(text)
 
 
 def test_a_damaged_saved_root_password_is_moved_aside_not_installed(node, monkeypatch):
     saved = node.config_dir / "root/shadow"
     saved.parent.mkdir()
     saved.write_bytes(b"$6$\xff\x00")
-    monkeypatch.setattr(tp, "run", lambda *argv, check=True: pytest.fail(f"ran {argv}"))
-    with pytest.raises(tp.PoolError, match="moved to shadow.damaged, root's password is not restored"):
-        tp.restore_root_password(node.config_dir)
+    nodelib.patch(monkeypatch, "run", lambda *argv, check=True: pytest.fail(f"ran {argv}"))
+    with pytest.raises(pstate.PoolError, match="moved to shadow.damaged, root's password is not restored"):
+        pidentity.restore_root_password(node.config_dir)
     assert not saved.exists() and (saved.parent / "shadow.damaged").read_bytes() == b"$6$\xff\x00"
 
 
@@ -520,65 +538,67 @@ def test_a_damaged_saved_root_password_is_moved_aside_not_installed(node, monkey
     ("daemon:*:19000::::::\n", None),
 ])
 def test_roots_password_field_is_taken_as_it_is(shadow, value):
-    assert tp.root_entry_hash(shadow) == value
+    assert pidentity.root_entry_hash(shadow) == value
 
 
 def test_save_plan_saves_locks_and_removals():
     saved = {"shadow": b"$6$s$h\n", "authorized_keys": b"ssh-ed25519 AAAA old\n"}
     locked = "root:!$6$s$h:19000:0:99999:7:::\n"
-    assert tp.root_save_plan(locked, None, saved, set()) == (
+    assert pidentity.root_save_plan(locked, None, saved, set()) == (
         {"shadow": b"!$6$s$h\n", "authorized_keys": None}, [])
     # Nothing changed, nothing written; no keys and none saved, nothing to remove.
-    assert tp.root_save_plan("root:$6$s$h:1::::::\n", saved["authorized_keys"], saved, set()) == ({}, [])
-    assert tp.root_save_plan("root:$6$s$h:1::::::\n", None, {"shadow": b"$6$s$h\n"}, set()) == ({}, [])
+    assert pidentity.root_save_plan("root:$6$s$h:1::::::\n", saved["authorized_keys"], saved, set()) == ({}, [])
+    assert pidentity.root_save_plan("root:$6$s$h:1::::::\n", None, {"shadow": b"$6$s$h\n"}, set()) == ({}, [])
     # No root entry (a damaged /etc/shadow): the saved hash stays.
-    assert tp.root_save_plan("", b"k\n", saved, set()) == ({"authorized_keys": b"k\n"}, [])
+    assert pidentity.root_save_plan("", b"k\n", saved, set()) == ({"authorized_keys": b"k\n"}, [])
 
 
 def test_a_copy_this_boot_did_not_restore_is_not_overwritten():
     saved = {"shadow": b"$6$s$h\n", "authorized_keys": b"ssh-ed25519 AAAA\n"}
-    changes, kept = tp.root_save_plan("root:*:1::::::\n", None, saved, {tp.ROOT_PASSWORD, tp.ROOT_KEYS})
+    not_restored = {pidentity.ROOT_PASSWORD, pidentity.ROOT_KEYS}
+    changes, kept = pidentity.root_save_plan("root:*:1::::::\n", None, saved, not_restored)
     assert changes == {}
     assert kept == [f"not saving {n}: this boot did not restore the saved copy (`triton-pool status`)"
                     for n in ("shadow", "authorized_keys")]
     # A damaged copy was moved aside: the operator's new password is saved.
-    assert tp.root_save_plan("root:$6$n$n:1::::::\n", None, {}, {tp.ROOT_PASSWORD}) == ({"shadow": b"$6$n$n\n"}, [])
+    assert pidentity.root_save_plan("root:$6$n$n:1::::::\n", None, {}, {pidentity.ROOT_PASSWORD}) == \
+        ({"shadow": b"$6$n$n\n"}, [])
 
 
 def test_revoked_root_access_stays_revoked_after_a_reboot(node, monkeypatch):
     usermod = []
-    monkeypatch.setattr(tp, "run", lambda *argv, check=True: usermod.append(argv[2]))
-    tp.SHADOW.write_text("root:$6$s$h:19000:0:99999:7:::\n")
-    tp.ROOT_AUTHORIZED_KEYS.parent.mkdir(parents=True)
-    tp.ROOT_AUTHORIZED_KEYS.write_text("ssh-ed25519 AAAA old\n")
-    assert tp.save_root(node) == 0
+    nodelib.patch(monkeypatch, "run", lambda *argv, check=True: usermod.append(argv[2]))
+    pidentity.SHADOW.write_text("root:$6$s$h:19000:0:99999:7:::\n")
+    pidentity.ROOT_AUTHORIZED_KEYS.parent.mkdir(parents=True)
+    pidentity.ROOT_AUTHORIZED_KEYS.write_text("ssh-ed25519 AAAA old\n")
+    assert pidentity.save_root(node) == 0
     # The operator revokes: `passwd -l root`, `rm /root/.ssh/authorized_keys`.
-    tp.SHADOW.write_text("root:!$6$s$h:19000:0:99999:7:::\n")
-    tp.ROOT_AUTHORIZED_KEYS.unlink()
-    assert tp.save_root(node) == 0
+    pidentity.SHADOW.write_text("root:!$6$s$h:19000:0:99999:7:::\n")
+    pidentity.ROOT_AUTHORIZED_KEYS.unlink()
+    assert pidentity.save_root(node) == 0
     assert (node.config_dir / "root/shadow").read_text() == "!$6$s$h\n"
     assert not (node.config_dir / "root/authorized_keys").exists()
     # The next boot: a fresh root (here, one with a stale key file) gets exactly that.
-    tp.ROOT_AUTHORIZED_KEYS.write_text("ssh-ed25519 AAAA old\n")
-    tp.restore_root_password(node.config_dir)
-    tp.restore_root_keys(node.config_dir)
+    pidentity.ROOT_AUTHORIZED_KEYS.write_text("ssh-ed25519 AAAA old\n")
+    pidentity.restore_root_password(node.config_dir)
+    pidentity.restore_root_keys(node.config_dir)
     assert usermod == ["!$6$s$h"]
-    assert not tp.ROOT_AUTHORIZED_KEYS.exists()
+    assert not pidentity.ROOT_AUTHORIZED_KEYS.exists()
 
 
 def test_keys_added_again_are_restored(node):
-    tp.ROOT_AUTHORIZED_KEYS.parent.mkdir(parents=True)
-    tp.ROOT_AUTHORIZED_KEYS.write_text("ssh-ed25519 AAAA new\n")
-    assert tp.save_root(node) == 0
-    tp.ROOT_AUTHORIZED_KEYS.unlink()
-    tp.restore_root_keys(node.config_dir)
-    assert tp.ROOT_AUTHORIZED_KEYS.read_text() == "ssh-ed25519 AAAA new\n"
-    assert oct(tp.ROOT_AUTHORIZED_KEYS.stat().st_mode & 0o777) == "0o600"
+    pidentity.ROOT_AUTHORIZED_KEYS.parent.mkdir(parents=True)
+    pidentity.ROOT_AUTHORIZED_KEYS.write_text("ssh-ed25519 AAAA new\n")
+    assert pidentity.save_root(node) == 0
+    pidentity.ROOT_AUTHORIZED_KEYS.unlink()
+    pidentity.restore_root_keys(node.config_dir)
+    assert pidentity.ROOT_AUTHORIZED_KEYS.read_text() == "ssh-ed25519 AAAA new\n"
+    assert oct(pidentity.ROOT_AUTHORIZED_KEYS.stat().st_mode & 0o777) == "0o600"
 
 
 def test_save_root_leaves_an_unmounted_config_dataset_alone(node, capsys):
-    tp.write_state({**tp.read_state(), "unmounted": [str(node.config_dir)]})
-    assert tp.save_root(node) == 1
+    pstate.write_state({**pstate.read_state(), "unmounted": [str(node.config_dir)]})
+    assert pidentity.save_root(node) == 1
     assert "is not mounted" in capsys.readouterr().out
     assert not (node.config_dir / "root").exists()
 
@@ -586,6 +606,14 @@ def test_save_root_leaves_an_unmounted_config_dataset_alone(node, capsys):
 def test_the_path_unit_sees_a_change_and_a_removal_of_either_file():
     # PathChanged= on a file fires when it is written, replaced or removed
     # (IN_ATTRIB, IN_DELETE_SELF on the file; the directory once it is gone).
-    unit = (REPO / "mkosi.extra/usr/lib/systemd/system/triton-persist-root.path").read_text()
+    unit = postinst.unit_files(load())["/usr/lib/systemd/system/triton-persist-root.path"]
     watched = [line.split("=", 1) for line in unit.splitlines() if line.startswith("Path")]
     assert sorted(watched) == [["PathChanged", "/etc/shadow"], ["PathChanged", "/root/.ssh/authorized_keys"]]
+
+
+def test_instance_datasets_mounted_at_boot():
+    settings = type("S", (), {"name": "zones"})()
+    listing = ("zones\tnoauto\nzones/config\tnoauto\nzones/var\tnoauto\n"
+               "zones/6f1c3a2b-9d8e-4f7a-b6c5-d4e3f2a1b0c9\ton\n"
+               "zones/0b8e9a44-3c2d-4e5f-8a9b-0c1d2e3f4a5b\tnoauto\n")
+    assert pinstances.instance_datasets(listing, settings) == ["zones/6f1c3a2b-9d8e-4f7a-b6c5-d4e3f2a1b0c9"]

@@ -12,7 +12,7 @@ import pytest
 from hooks import bootfiles, verity
 from hooks.config import load
 from hooks.files import sha256_file
-from hooks.platform import build_manifest, layout
+from hooks.platform_dir import build_manifest, layout
 
 SHA = "ab" * 32
 FETCH_ROOTFS = Path(__file__).resolve().parents[2] / "mkosi.initrd/mkosi.extra/usr/lib/triton/fetch-rootfs"
@@ -67,7 +67,7 @@ def test_parse_root_hash():
 
 def test_rootfs_env_binds_the_root_hash_and_options_as_the_initrd_sources_them():
     tree = verity.HashTree(verity.params(SHA, 8192), "cd" * 32)
-    env = bootfiles.rootfs_env("20261125T000000Z", SHA, 8192, tree, load())
+    env = bootfiles.rootfs_env("20261125T000000Z", SHA, 8192, tree, load(), "platform-20261125T000000Z/x86_64/fs")
     assert f"TRITON_ROOTFS_VERITY_ROOTHASH={'cd' * 32}\n" in env
     # What bash makes of the file: the options come back word for word.
     out = subprocess.run(["bash", "-c", 'set -u; . /dev/stdin; printf "%s\\n" $TRITON_ROOTFS_VERITY_OPTIONS'],
@@ -147,4 +147,3 @@ def test_a_failing_veritysetup_names_what_failed(tmp_path):
     p = verity.params(SHA, 2 * 4096)
     with pytest.raises(verity.VerityError, match="veritysetup format failed"):
         verity.write_hash_tree(tmp_path / "missing.squashfs", tmp_path / "fs.verity", p)
-

@@ -26,7 +26,6 @@ any of them starts (triton-config-dir.service, early in sysinit).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from typing import Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_network as tn  # noqa: E402
+import triton_settings  # noqa: E402
 import triton_nodeconfig as nc  # noqa: E402
 
 PROG = "triton-config-dir"
@@ -42,7 +42,7 @@ NODE_CONFIG = "node.config"
 NETWORKING = "triton-networking.json"
 HASH = NETWORKING + ".hash"
 ENV = "systemd.env"
-INSTANCES = Path("/usr/lib/triton/instances.json")
+INSTANCES = triton_settings.INSTANCES_JSON
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Layout:
     usr_config: Path = Path("/usr/triton/config")
     opt: Path = Path("/opt")
     pool_config: Path = Path("/opt/triton/config")
-    boot: Path = Path("/run/triton/boot")
+    boot: Path = triton_settings.RUNTIME.boot_files
     kept: Path = Path("/zones/config/boot")
     default_env: Path = Path("/usr/triton/defaults/systemd.env")
 
@@ -175,7 +175,7 @@ def lay_out(layout: Layout, suffix: str) -> list[str]:
 
 def main() -> int:
     try:
-        suffix = json.loads(INSTANCES.read_text())["bridge_suffix"]
+        suffix = triton_settings.load_instances(INSTANCES).bridge_suffix
         lines = lay_out(Layout(), suffix)
     except Exception as e:  # said on the console, not a traceback
         say(f"PROBLEM: /usr/triton/config not laid out: {type(e).__name__}: {e}")

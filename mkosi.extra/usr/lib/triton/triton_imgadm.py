@@ -6,7 +6,7 @@ the subset that applies: uuid, name, version, os, type, files[0] with size
 and sha256). Importing it extracts the tarball into <pool>/<uuid>/root,
 verifies size and SHA-256 while it streams, and snapshots the dataset as
 <pool>/<uuid>@final; instances are clones of that snapshot. Until it is
-whole, the dataset is <pool>/<uuid>-partial (see triton_instance.PARTIAL).
+whole, the dataset is <pool>/<uuid>-partial (see triton_settings.PARTIAL).
 
   imgadm import MANIFEST            path or http(s) URL of the manifest; the
                                     file is files[0].path (or <manifest>.tar.*)
@@ -36,7 +36,9 @@ from typing import IO, Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_instance as ti  # noqa: E402
-from triton_instance import InstanceError, Settings, run  # noqa: E402
+from triton_common import is_uuid  # noqa: E402
+from triton_instance import InstanceError, load_settings, run  # noqa: E402
+from triton_settings import InstanceSettings  # noqa: E402
 
 PROG = "imgadm"
 CHUNK = 1 << 20
@@ -77,7 +79,7 @@ def check_manifest(data: Any, source: str) -> dict[str, Any]:
     for field in ("uuid", "name", "version", "os", "type"):
         if not isinstance(data.get(field), str) or not data[field]:
             raise InstanceError(f"{source}: manifest field {field!r} is missing or not a string")
-    if not ti.is_uuid(data["uuid"]):
+    if not is_uuid(data["uuid"]):
         raise InstanceError(f"{source}: manifest uuid {data['uuid']!r} is not a lower-case UUID")
     if data["os"] != "linux":
         raise InstanceError(f"{source}: image os is {data['os']!r}; this node runs only 'linux' images")
@@ -117,13 +119,13 @@ def file_beside(manifest_src: str, manifest: dict[str, Any]) -> str:
     return str(Path(manifest_src).resolve().parent / name)
 
 
-def manifest_path(uuid: str, settings: Settings) -> Path:
+def manifest_path(uuid: str, settings: InstanceSettings) -> Path:
     return settings.manifest(uuid)
 
 
-def installed(settings: Settings) -> list[dict[str, Any]]:
+def installed(settings: InstanceSettings) -> list[dict[str, Any]]:
     out = []
-    for p in sorted(settings.manifests.glob(f"{settings.pool}-*.json")):
+    for p in sorted(settings.manifest_dir.glob(f"{settings.pool}-*.json")):
         try:
             m = json.loads(p.read_text())
         except (OSError, ValueError):
@@ -254,7 +256,7 @@ def import_quota(file_size: int) -> int:
     return max(IMPORT_QUOTA_FACTOR * file_size, IMPORT_QUOTA_MIN)
 
 
-def import_image(manifest_src: str, file_src: Optional[str], settings: Settings) -> tuple[dict[str, Any], bool]:
+def import_image(manifest_src: str, file_src: Optional[str], settings: InstanceSettings) -> tuple[dict[str, Any], bool]:
     """Crash-atomic: the image is unpacked into <pool>/<uuid>-partial,
     snapshotted, its manifest written, and only then renamed to <pool>/<uuid>.
     A power cut before the rename leaves a -partial dataset that the next
@@ -292,7 +294,7 @@ def import_image(manifest_src: str, file_src: Optional[str], settings: Settings)
     return manifest, True
 
 
-def unpack(src: str, manifest: dict[str, Any], settings: Settings) -> None:
+def unpack(src: str, manifest: dict[str, Any], settings: InstanceSettings) -> None:
     """The image's root into its unfinished dataset, snapshotted @final."""
     partial = settings.partial(manifest["uuid"])
     where = Path(ti.zfs_get(partial, "mountpoint"))
@@ -320,16 +322,16 @@ def unpack(src: str, manifest: dict[str, Any], settings: Settings) -> None:
     ti.remove_mountpoint(where)
 
 
-def write_manifest(manifest: dict[str, Any], settings: Settings) -> None:
+def write_manifest(manifest: dict[str, Any], settings: InstanceSettings) -> None:
     """Before the rename that finishes the image: an installed image always
     has its manifest (the boot removes the manifest of one never finished)."""
-    settings.manifests.mkdir(parents=True, exist_ok=True)
+    settings.manifest_dir.mkdir(parents=True, exist_ok=True)
     ti.write_durable(manifest_path(manifest["uuid"], settings),
                      json.dumps(manifest, indent=2, sort_keys=True) + "\n", 0o644)
 
 
-def delete_image(uuid: str, settings: Settings) -> None:
-    if not ti.is_uuid(uuid):
+def delete_image(uuid: str, settings: InstanceSettings) -> None:
+    if not is_uuid(uuid):
         raise InstanceError(f"{uuid!r} is not an image UUID (see `imgadm list`)")
     snap = f"{settings.dataset(uuid)}@{settings.snapshot}"
     if not ti.zfs_exists(snap):
@@ -355,14 +357,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub.add_parser("delete").add_argument("uuid")
     args = parser.parse_args(argv)
     try:
-        settings = Settings.load()
+        settings = load_settings()
         if args.cmd in ("import", "install"):
             if args.cmd == "install":
                 manifest_src, file_src = args.manifest, args.file
             elif args.source.endswith(TAR_SUFFIXES) and not is_url(args.source):
                 stem = next(args.source[: -len(s)] for s in TAR_SUFFIXES if args.source.endswith(s))
                 manifest_src, file_src = stem + ".json", args.source
-            elif ti.is_uuid(args.source):
+            elif is_uuid(args.source):
                 raise InstanceError(f"import {args.source}: importing by UUID needs an image server (IMGAPI), "
                                     f"and this node has none configured; give the manifest's path or URL")
             else:
@@ -384,7 +386,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.cmd == "get":
             manifest = manifest_path(args.uuid, settings)
             snap = f"{settings.dataset(args.uuid)}@{settings.snapshot}"
-            if not ti.is_uuid(args.uuid) or not manifest.is_file() or not ti.zfs_exists(snap):
+            if not is_uuid(args.uuid) or not manifest.is_file() or not ti.zfs_exists(snap):
                 raise InstanceError(f"image {args.uuid} is not installed (see `imgadm list`)")
             say(manifest.read_text().rstrip())
         elif args.cmd == "delete":

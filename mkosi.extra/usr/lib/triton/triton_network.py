@@ -33,55 +33,23 @@ import dataclasses
 import ipaddress
 import json
 import re
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
+from triton_common import MAC_RE, normal_mac
+from triton_settings import RUNTIME
+
 TAG_RE = re.compile(r"[a-z][a-z0-9_]{0,12}")
 AGGR_RE = re.compile(r"[a-z][a-z0-9_]{0,14}")
 IFNAMSIZ = 15
 LACP_MODES = {"active": "802.3ad", "passive": "802.3ad", "off": "balance-xor"}
 
-DHCP = """DHCP=ipv4
+DHCP = f"""DHCP=ipv4
 
 [DHCPv4]
-VendorClassIdentifier=PXEClient.Linux.x86_64
+VendorClassIdentifier={RUNTIME.dhcp_vendor_class}
 ClientIdentifier=mac
 """
 QUIET = "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
-
-
-def kernel_args(cmdline: str) -> dict[str, str]:
-    """The kernel command line as {key: value} ('' for a bare word)."""
-    args: dict[str, str] = {}
-    for word in cmdline.split():
-        key, _, value = word.partition("=")
-        args[key] = value
-    return args
-
-
-def bootif_mac(cmdline: str) -> Optional[str]:
-    for arg in cmdline.split():
-        if arg.startswith("BOOTIF="):
-            value = arg.split("=", 1)[1].lower()
-            # BOOTIF=01-aa-bb-cc-dd-ee-ff (01: Ethernet)
-            parts = value.split("-")
-            if len(parts) == 7:
-                parts = parts[1:]
-            mac = ":".join(parts)
-            if MAC_RE.fullmatch(mac):
-                return mac
-    return None
-
-
-def normal_mac(value: Any) -> Optional[str]:
-    """'52:54:0:12:34:56' or '52-54-00-12-34-56' -> '52:54:00:12:34:56'."""
-    if not isinstance(value, str):
-        return None
-    parts = re.split(r"[:-]", value.strip().lower())
-    if len(parts) != 6 or not all(re.fullmatch(r"[0-9a-f]{1,2}", p) for p in parts):
-        return None
-    return ":".join(p.zfill(2) for p in parts)
 
 
 @dataclasses.dataclass

@@ -40,18 +40,20 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_network as tn  # noqa: E402
+from triton_common import bootif_mac, kernel_args, normal_mac  # noqa: E402
+import triton_settings  # noqa: E402
 
-BOOT = Path("/run/triton/boot")
+BOOT = triton_settings.RUNTIME.boot_files
 NODE_CONFIG = BOOT / "node.config"
 NETWORKING = BOOT / "triton-networking.json"
 NETWORK_DIR = Path("/run/systemd/network")
 RESOLVED = Path("/run/systemd/resolved.conf.d/50-triton.conf")
 TIMESYNCD = Path("/run/systemd/timesyncd.conf.d/50-triton.conf")
-STATE = Path("/run/triton/network.json")
+STATE = triton_settings.RUNTIME.network_state
 CMDLINE = Path("/proc/cmdline")
 ETC_HOSTNAME = Path("/etc/hostname")
 ISSUE = Path("/run/issue.d/40-triton-config.issue")
-INSTANCES = Path("/usr/lib/triton/instances.json")
+INSTANCES = triton_settings.INSTANCES_JSON
 # Root's keys as booter delivers them (its per-node files arrive as
 # /etc/triton-<name>), and as /etc/triton/ or a TRITONCFG stick carries them.
 KEY_FILES = ("triton-root_authorized_keys", "root_authorized_keys")
@@ -169,19 +171,19 @@ def admin_mac_hint(cmdline: str, cfg: dict[str, str], local: list[str], problems
     """The admin NIC when networking.json does not name one: admin_nic= on the
     kernel command line (booter's boot parameter), node.config's admin_nic,
     then the boot NIC (BOOTIF=)."""
-    args = tn.kernel_args(cmdline)
+    args = kernel_args(cmdline)
     for source, value in (("kernel argument admin_nic", args.get("admin_nic")),
                           (f"{NODE_CONFIG}: admin_nic", cfg.get("admin_nic"))):
         if not value:
             continue
-        mac = tn.normal_mac(value)
+        mac = normal_mac(value)
         if mac is None:
             problems.append(f"{source} {value!r} is not a MAC address; not used")
         elif mac not in local:
             problems.append(f"{source} {mac}: no NIC with that MAC on this node; not used")
         else:
             return mac
-    return tn.bootif_mac(cmdline)
+    return bootif_mac(cmdline)
 
 
 def network_plan(cmdline: str, cfg: dict[str, str], suffix: str, local: list[str],
@@ -189,7 +191,7 @@ def network_plan(cmdline: str, cfg: dict[str, str], suffix: str, local: list[str
     """networking.json if it is there and usable (and use_file); else booter's
     kernel arguments (<tag>_nic=, <aggr>_aggr=, ip=), with the boot NIC as admin."""
     problems: list[str] = []
-    args = tn.kernel_args(cmdline)
+    args = kernel_args(cmdline)
     admin = admin_mac_hint(cmdline, cfg, local, problems)
     plan: Optional[tn.Plan] = None
     if use_file and NETWORKING.is_file():
@@ -253,7 +255,7 @@ def main() -> int:
         apply_credentials(cfg)
     except (OSError, ValueError, subprocess.CalledProcessError) as e:
         problems.append(f"root credentials not applied: {e}")
-    suffix = json.loads(INSTANCES.read_text())["bridge_suffix"]
+    suffix = triton_settings.load_instances(INSTANCES).bridge_suffix
     cmdline = CMDLINE.read_text()
 
     local = local_macs()
@@ -278,7 +280,7 @@ def main() -> int:
     admin_mac = None
     if admin:
         admin_mac = plan.aggregations[admin.port].macs[0] if admin.port in plan.aggregations else admin.port
-    hostname = choose_hostname(plan, cfg, admin_mac, problems, tn.kernel_args(cmdline))
+    hostname = choose_hostname(plan, cfg, admin_mac, problems, kernel_args(cmdline))
     if hostname:
         socket.sethostname(hostname)
         write(ETC_HOSTNAME, hostname + "\n")
@@ -303,7 +305,7 @@ def main() -> int:
         say(f"PROBLEM: {p}")
     if problems:
         write(ISSUE, f"Boot configuration: {len(problems)} problem(s); see "
-                     f"`journalctl -b -u {PROG}` or /run/triton/network.json.\n")
+                     f"`journalctl -b -u {PROG}` or {STATE}.\n")
     return 0
 
 

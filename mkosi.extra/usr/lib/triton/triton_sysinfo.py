@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from triton_common import UUID_RE, kernel_args, os_release  # noqa: E402
 from triton_nodeconfig import parse_node_config  # noqa: E402
-from triton_network import kernel_args  # noqa: E402
-from triton_pool import _os_release as os_release  # noqa: E402
+from triton_settings import RUNTIME  # noqa: E402
 
-BOOT_FILES = Path("/run/triton/boot")
+BOOT_FILES = RUNTIME.boot_files
 # The Linux agents read /usr/triton/config; booter's copies stay in /run.
 NODE_CONFIGS = (Path("/usr/triton/config/node.config"), BOOT_FILES / "node.config")
 NETWORKING = (Path("/usr/triton/config/triton-networking.json"), BOOT_FILES / "triton-networking.json")
@@ -44,15 +44,14 @@ NETWORKING = (Path("/usr/triton/config/triton-networking.json"), BOOT_FILES / "t
 SETUP_DIRS = (Path("/opt/triton/config"), Path("/usr/triton/config"))
 SETUP_STATE = "triton-setup-state.json"
 AGENTS = Path("/opt/smartdc/agents/lib/node_modules")
-POOL_STATE = Path("/run/triton/pool/state.json")
-NETWORK_STATE = Path("/run/triton/network.json")
+POOL_STATE = RUNTIME.pool_state
+NETWORK_STATE = RUNTIME.network_state
 DMI = Path("/sys/class/dmi/id")
 SDC_VERSION = "7.0"   # what the Linux cn-agent reports; CNAPI treats < 7.0 as a 6.5 node
 USAGE = """usage: sysinfo [-f] [-p] [-u]
   -f  force a refresh (there is no cache: the same as no option)
   -p  key='value' lines instead of JSON
   -u  update the cache only, print nothing (there is no cache)"""
-UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,11 @@ from typing import Any, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_guestroot as guestroot  # noqa: E402
 import triton_instance as ti  # noqa: E402
-from triton_instance import InstanceError, Settings, run  # noqa: E402
+from triton_common import is_uuid  # noqa: E402
+from triton_instance import InstanceError, load_settings, run  # noqa: E402
+from triton_instance_payload import check_payload, check_update  # noqa: E402
+from triton_instance_prepare import cleanup  # noqa: E402
+from triton_settings import InstanceSettings  # noqa: E402
 
 PROG = "vmadm"
 STATES = {"active": "running", "reloading": "running", "activating": "provisioning",
@@ -70,7 +74,7 @@ def write_json(path: Path, data: Any) -> None:
     ti.write_durable(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def image_snapshot(image: str, settings: Settings) -> str:
+def image_snapshot(image: str, settings: InstanceSettings) -> str:
     snap = f"{settings.dataset(image)}@{settings.snapshot}"
     if not settings.manifest(image).is_file() or not ti.zfs_exists(snap):
         raise InstanceError(f"image_uuid: image {image} is not installed on this node "
@@ -78,11 +82,11 @@ def image_snapshot(image: str, settings: Settings) -> str:
     return snap
 
 
-def instance_exists(uuid: str, settings: Settings) -> bool:
+def instance_exists(uuid: str, settings: InstanceSettings) -> bool:
     return ti.zfs_exists(settings.dataset(uuid)) or settings.config_file(uuid).exists()
 
 
-def check_new(uuid: str, settings: Settings) -> None:
+def check_new(uuid: str, settings: InstanceSettings) -> None:
     if instance_exists(uuid, settings):
         raise InstanceError(f"uuid: an instance {uuid} already exists on this node")
     if ti.zfs_exists(settings.partial(uuid)):
@@ -107,12 +111,12 @@ def set_root_credentials(vm: dict[str, Any], root: Path) -> None:
                             f"instance: {e}")
 
 
-def create(payload: Any, settings: Settings) -> str:
+def create(payload: Any, settings: InstanceSettings) -> str:
     """Crash-atomic: the instance is made as <pool>/<uuid>-partial and
     renamed to <pool>/<uuid> once its root and vm.json are written. A power
     cut before the rename leaves a -partial dataset that the next boot
     removes; after it, a whole instance (started at boot if autoboot)."""
-    vm = ti.check_payload(payload, settings)
+    vm = check_payload(payload, settings)
     ti.require_pool(settings)
     uuid = vm.setdefault("uuid", str(uuidlib.uuid4()))
     check_new(uuid, settings)
@@ -138,7 +142,7 @@ def create(payload: Any, settings: Settings) -> str:
     return uuid
 
 
-def fill(vm: dict[str, Any], settings: Settings) -> None:
+def fill(vm: dict[str, Any], settings: InstanceSettings) -> None:
     """The unfinished instance's root credentials and config (vm.json last)."""
     partial = settings.partial(vm["uuid"])
     if ti.zfs_get(partial, "mounted") != "yes":
@@ -152,7 +156,7 @@ def fill(vm: dict[str, Any], settings: Settings) -> None:
     write_json(config, vm)
 
 
-def undo_create(uuid: str, settings: Settings) -> None:
+def undo_create(uuid: str, settings: InstanceSettings) -> None:
     """What this create made: the unfinished dataset, or the instance once
     it was renamed (check_new made sure no other was there)."""
     if ti.zfs_exists(settings.partial(uuid)):
@@ -161,7 +165,7 @@ def undo_create(uuid: str, settings: Settings) -> None:
         remove(uuid, settings)
 
 
-def start(uuid: str, settings: Settings) -> None:
+def start(uuid: str, settings: InstanceSettings) -> None:
     ti.mount(uuid, settings)
     ti.read_config(uuid, settings)
     # Blocks until the instance's own systemd has finished booting (Type=notify).
@@ -171,7 +175,7 @@ def start(uuid: str, settings: Settings) -> None:
         raise InstanceError(f"instance {uuid} did not start: {p.stderr.strip()}\n{why.rstrip()}")
 
 
-def stop(uuid: str, settings: Settings, force: bool = False) -> None:
+def stop(uuid: str, settings: InstanceSettings, force: bool = False) -> None:
     ti.read_config(uuid, settings)
     if force:
         # -F: no clean shutdown of the instance's own systemd.
@@ -179,13 +183,13 @@ def stop(uuid: str, settings: Settings, force: bool = False) -> None:
     run("systemctl", "stop", unit(uuid))
 
 
-def reboot(uuid: str, settings: Settings) -> None:
+def reboot(uuid: str, settings: InstanceSettings) -> None:
     ti.mount(uuid, settings)
     ti.read_config(uuid, settings)
     run("systemctl", "restart", unit(uuid))
 
 
-def remove(uuid: str, settings: Settings) -> None:
+def remove(uuid: str, settings: InstanceSettings) -> None:
     """Everything of the instance: the unit's state, its /run files, its dataset."""
     run("systemctl", "stop", unit(uuid), check=False)
     run("systemctl", "reset-failed", unit(uuid), check=False)
@@ -195,7 +199,7 @@ def remove(uuid: str, settings: Settings) -> None:
     ti.remove_mountpoint(settings.mountpoint(uuid))
     for p in (ti.NSPAWN_DIR / f"{uuid}.nspawn",):
         p.unlink(missing_ok=True)
-    ti.cleanup(uuid)
+    cleanup(uuid)
     rundir = ti.RUN_DIR / uuid
     if rundir.is_dir():
         for f in rundir.iterdir():
@@ -209,17 +213,17 @@ def remove(uuid: str, settings: Settings) -> None:
     daemon_reload()
 
 
-def delete(uuid: str, settings: Settings) -> None:
-    if not ti.is_uuid(uuid):
+def delete(uuid: str, settings: InstanceSettings) -> None:
+    if not is_uuid(uuid):
         raise InstanceError(f"{uuid!r} is not an instance UUID (see `vmadm list`)")
     if not instance_exists(uuid, settings):
         raise InstanceError(f"instance {uuid}: no such instance (see `vmadm list`)")
     remove(uuid, settings)
 
 
-def update(uuid: str, changes: Any, settings: Settings) -> dict[str, Any]:
+def update(uuid: str, changes: Any, settings: InstanceSettings) -> dict[str, Any]:
     vm = ti.read_config(uuid, settings)
-    new = ti.check_update(vm, changes, settings)
+    new = check_update(vm, changes, settings)
     if new["quota"] != vm.get("quota"):
         run("zfs", "set", f"quota={new['quota']}G" if new["quota"] else "quota=none", settings.dataset(uuid))
     write_json(settings.config_file(uuid), new)
@@ -235,7 +239,7 @@ def update(uuid: str, changes: Any, settings: Settings) -> dict[str, Any]:
     return new
 
 
-def info(uuid: str, settings: Settings) -> dict[str, Any]:
+def info(uuid: str, settings: InstanceSettings) -> dict[str, Any]:
     vm = ti.read_config(uuid, settings)
     out = dict(vm)
     out["state"] = state(uuid)
@@ -255,7 +259,7 @@ def info(uuid: str, settings: Settings) -> dict[str, Any]:
     return out
 
 
-def lookup(filters: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+def lookup(filters: dict[str, Any], settings: InstanceSettings) -> list[dict[str, Any]]:
     """Instances whose fields equal all of `filters` (vmadm lookup field=value)."""
     out = []
     for u in ti.instance_uuids(settings):
@@ -268,7 +272,7 @@ def lookup(filters: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
-def list_rows(fields: Sequence[str], settings: Settings) -> list[list[str]]:
+def list_rows(fields: Sequence[str], settings: InstanceSettings) -> list[list[str]]:
     rows = []
     for u in ti.instance_uuids(settings):
         try:
@@ -328,7 +332,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("assignments", nargs="*")
     args = parser.parse_args(argv)
     try:
-        settings = Settings.load()
+        settings = load_settings()
         if args.cmd == "create":
             began = time.monotonic()
             u = create(read_payload(args.file), settings)

@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 BACKPORTS_FILE = Path("/etc/apt/sources.list.d/triton-pi-bookworm-backports.sources")
 BACKPORTS_SOURCES = """\
-# Added by the Triton platform image build (hooks/hostsetup.py): mkosi 24.3
+# Added by the Triton platform image build (tools/hostsetup.py): mkosi 24.3
 # and systemd 254 come from bookworm-backports, from this host's own mirror.
 Types: deb
 URIs: {debian}
@@ -29,7 +29,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 # host's mirror, so a site with a local mirror or proxy builds through it.
 IMAGE_SOURCES_FILE = Path(__file__).resolve().parents[1] / "mkosi.pkgmngr/etc/apt/sources.list.d/mkosi.sources"
 IMAGE_SOURCES = """\
-# Written by hooks/hostsetup.py from this host's apt sources: do not edit.
+# Written by tools/hostsetup.py from this host's apt sources: do not edit.
 # With this file present mkosi writes no sources of its own, so it does not
 # add the debug archive (unreachable from build hosts without full internet
 # access).

@@ -213,7 +213,8 @@ def assemble(
     # Bind the root into the initrd: its fetch-rootfs boots only a root
     # with this hash and dm-verity root hash (an appended cpio adds the file
     # to mkosi's initrd).
-    env = bootfiles.rootfs_env(stamp, rootfs_sha256, rootfs_size, hash_tree, settings)
+    env = bootfiles.rootfs_env(stamp, rootfs_sha256, rootfs_size, hash_tree, settings,
+                               f"{platform_name(stamp)}/{paths['rootfs']}")
     # The same archive carries the initrd's pool units, rendered from
     # platform.yaml (they run the root's own triton-pool and ZFS).
     appended = {bootfiles.ROOTFS_ENV: env.encode()}
@@ -305,10 +306,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    # `python3 -m hooks.platform prune DIR` (used by make).
+    # `python3 -m hooks.platform_dir prune DIR` (used by make).
     if sys.argv[1:2] == ["prune"] and len(sys.argv) == 3:
         for p in prune(Path(sys.argv[2]), load().keep):
             print(f"removed old {p.name}")
         sys.exit(0)
-    print("usage: python3 -m hooks.platform prune OUTPUT_DIR", file=sys.stderr)
+    print("usage: python3 -m hooks.platform_dir prune OUTPUT_DIR", file=sys.stderr)
     sys.exit(2)

@@ -1,7 +1,7 @@
 """Package a root filesystem tarball as a container image for `imgadm import`:
 the tarball plus its manifest (IMGAPI's fields, the subset that applies).
 
-    python3 -m hooks.image_pack TARBALL --name NAME --version VERSION [--uuid UUID]
+    python3 -m tools.image_pack TARBALL --name NAME --version VERSION [--uuid UUID]
 
 writes TARBALL's manifest beside it as <stem>.json. The UUID defaults to one
 derived from the tarball's SHA-256, so packing the same file twice gives the

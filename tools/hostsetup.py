@@ -81,6 +81,7 @@ HOST_PACKAGES: dict[str, str] = {
     "openssh-client": "boot tests log in over ssh with the root key booter delivers",
     "python3-pika": "the ur agent's AMQP client, for its unit tests",
     "rabbitmq-server": "the ur agent's test runs a private RabbitMQ to play the headnode's",
+    "flake8": "make check lints the Python (pyflakes and pycodestyle)",
 }
 # Packages that must come from backports on bookworm, with the minimum version.
 BACKPORTED = {"mkosi": "24.3"}
@@ -260,6 +261,11 @@ def setup(host: Host, say: Callable[[str], None] = print) -> None:
     for pkg in [p for p in missing if p in BACKPORTED]:
         target = ["-t", "bookworm-backports"] if needs_backports(host) else []
         apt(["install", "--no-install-recommends", *target, pkg])
+    if "rabbitmq-server" in missing and Path("/run/systemd/system").is_dir():
+        # Debian starts a system broker on install (port 5672 on every
+        # address); the tests start private ones, so it is switched off.
+        subprocess.run(["systemctl", "disable", "--now", "rabbitmq-server.service"], check=False)
+        say("hostsetup: rabbitmq-server installed for the tests; its system service is disabled")
     still = missing_packages(dpkg_installed(), list(HOST_PACKAGES), BACKPORTED, dpkg_version_ge)
     if still:
         raise HostError(f"still missing after apt-get install: {', '.join(still)}")

@@ -55,7 +55,7 @@ def menu_entries(stamp: str, settings: PlatformConfig) -> list[Entry]:
     media = [f"triton.media={settings.media.volume_label(stamp)}"]
     serial = [*settings.boot.args, *media]
     vga = [a for a in settings.boot.args if not a.startswith("console=")] + ["console=ttyS1,115200n8",
-                                                                            "console=tty0", *media]
+                                                                             "console=tty0", *media]
     return [
         Entry(f"Triton Linux {stamp} (serial console)", tuple(serial)),
         Entry(f"Triton Linux {stamp} (VGA console)", tuple(vga)),

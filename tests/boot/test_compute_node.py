@@ -325,7 +325,7 @@ def test_booters_script_booted_it_as_booter_wrote_it(cn, platform, http):
     # came over HTTP. The kernel did not: iPXE took it from TFTP, relative
     # to the script (the TFTP directory holds it at booter's path).
     base = f"/os/{platform.stamp}/platform/x86_64"
-    assert f"GET {base}/initrd 200" in http.log and f"GET /extra/joysetup/node.config 200" in http.log
+    assert f"GET {base}/initrd 200" in http.log and "GET /extra/joysetup/node.config 200" in http.log
     assert not [line for line in http.log if line.startswith(f"GET {base}/vmlinuz")], http.log
     script = (n.argv[n.argv.index("-netdev") + 1].split("tftp=")[1].split(",")[0])
     kernel_line = next(line for line in (Path(script) / booter_script_name()).read_text().splitlines()

@@ -346,7 +346,7 @@ def test_stop_start_reboot_and_a_live_update(node):
     began = time.monotonic()
     n.succeed(f"systemctl start triton-instance@{WEB}", 300)
     figures["systemctl start to running (s, TCG)"] = f"{time.monotonic() - began:.1f}"
-    assert json.loads(n.succeed(f"vmadm lookup -j -1 alias=web0"))[0]["state"] == "running"
+    assert json.loads(n.succeed("vmadm lookup -j -1 alias=web0"))[0]["state"] == "running"
     leader = n.succeed(f"machinectl show {WEB} -p Leader --value")
     n.succeed(f"vmadm reboot {WEB}", 300)
     assert n.succeed(f"systemctl -M {WEB} is-system-running --wait", 300) == "running"

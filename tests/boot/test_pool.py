@@ -107,7 +107,7 @@ def test_first_boot_sets_up_zones_from_the_answers_file(boot, disks):
         first["ssh"] = node.succeed("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
         first["guid"] = node.succeed("zpool get -H -o value guid zones")
         # Setup is idempotent: asked again, it changes nothing.
-        out = node.succeed(f"triton-pool setup --answers /run/triton/boot/answers.json")
+        out = node.succeed("triton-pool setup --answers /run/triton/boot/answers.json")
         assert "already set up" in out
         assert node.succeed("zpool get -H -o value guid zones") == first["guid"]
         # For the next boot: a foreign pool whose datasets would cover the

@@ -79,7 +79,7 @@ def test_machine_id_is_left_for_first_boot(image_root):
 
 def masked(root, unit):
     return any(os.readlink(p) == "/dev/null" for p in (root / "etc/systemd/system" / unit,
-                                                        root / "usr/lib/systemd/system" / unit) if p.is_symlink())
+                                                       root / "usr/lib/systemd/system" / unit) if p.is_symlink())
 
 
 def enabled_units(root):
@@ -272,7 +272,8 @@ def test_usr_node_and_usr_triton_as_triton_expects_them(image_root):
 
 def test_config_sh_and_the_config_dir_with_the_images_own_tools(image_root):
     res = image_root.run(["bash", "-c", "mkdir -p /var/tmp/node.config && "
-                          "echo \"sapi_domain='sapi.dc.example' x=\\$(touch /tmp/ran)\" > /var/tmp/node.config/node.config && "
+                          "echo \"sapi_domain='sapi.dc.example' x=\\$(touch /tmp/ran)\" "
+                          "> /var/tmp/node.config/node.config && "
                           ". /usr/triton/bin/config.sh && load_sdc_config && echo \"$CONFIG_sapi_domain\" && "
                           "! test -e /tmp/ran"])
     assert res.returncode == 0 and res.stdout.strip() == "sapi.dc.example", res.stdout + res.stderr

@@ -8,7 +8,8 @@ this project's own boot.ipxe template: a node booted with this script is
 booted the way a Triton datacenter boots it.
 
     kernel /os/<platform>/platform/x86_64/vmlinuz boot=live console=tty0 console=ttyS<u>,115200n8
-        BOOTIF=01-<mac> ip=<ip>:::<netmask>:: <kernel args> fetch=http://<server>/os/<platform>/platform/x86_64/filesystem.squashfs
+        BOOTIF=01-<mac> ip=<ip>:::<netmask>:: <kernel args>
+        fetch=http://<server>/os/<platform>/platform/x86_64/filesystem.squashfs
     initrd http://<server>/os/<platform>/platform/x86_64/initrd
     module http://<server>/extra/joysetup/node.config /etc/node.config
     module http://<server>/bootfs/<mac>/<file> /etc/triton-<file>     (one per bootfs file)
@@ -73,7 +74,8 @@ def boot_ipxe(p: BootParams, stamp: str, server: str, proto: str = "http") -> st
     lines = [
         "#!ipxe",
         f"kernel {base}/vmlinuz boot=live console=tty0 console=ttyS{unit},115200n8 "
-        f"BOOTIF=01-{p.mac.replace(':', '-')} {ip_argument(p)} {kargs} fetch={proto}://{server}{base}/filesystem.squashfs",
+        f"BOOTIF=01-{p.mac.replace(':', '-')} {ip_argument(p)} {kargs} "
+        f"fetch={proto}://{server}{base}/filesystem.squashfs",
         f"initrd {proto}://{server}{base}/initrd",
         f"module {proto}://{server}{NODE_CONFIG_PATH} /etc/node.config",
         *(f"module {proto}://{server}/bootfs/{mac_dir(p.mac)}/{name} /etc/triton-{name}" for name in p.bootfs),

@@ -48,7 +48,7 @@ def frames(mac: bytes, ip: str, gateway: str, token: str) -> dict[str, bytes]:
         "SPOOFMAC": ethernet(SPOOFED_MAC, 0x0800, ipv4_udp(ip, gateway, 5555, 9, mark("SPOOFMAC"))),
         "SPOOFIP": ethernet(mac, 0x0800, ipv4_udp("10.0.2.200", gateway, 5555, 9, mark("SPOOFIP"))),
         "DHCPOFFER": ethernet(mac, 0x0800, ipv4_udp(ip, "255.255.255.255", 67, 68,
-                                                     b"\x02\x01\x06\x00" + mark("DHCPOFFER"))),
+                                                    b"\x02\x01\x06\x00" + mark("DHCPOFFER"))),
         "ARPSPOOF": ethernet(mac, 0x0806, arp + mark("ARPSPOOF")),
         "RA": ethernet(mac, 0x86DD, ipv6 + ra),
         "VLAN": ethernet(mac, 0x8100, struct.pack("!HH", 5, 0x0800) + ipv4_udp(ip, gateway, 5555, 9, mark("VLAN"))),

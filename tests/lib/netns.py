@@ -88,7 +88,8 @@ class Netns:
         """QEMU arguments for a NIC on this switch (a tap QEMU inherits)."""
         i = len(self.taps)
         self.taps.append((f"tt{os.getpid() % 10000}n{i}", switch))
-        return ["-netdev", f"tap,id=t{i},fd={FIRST_FD + i}", "-device", f"virtio-net-pci,netdev=t{i},mac={mac},romfile="]
+        return ["-netdev", f"tap,id=t{i},fd={FIRST_FD + i}",
+                "-device", f"virtio-net-pci,netdev=t{i},mac={mac},romfile="]
 
     def preexec(self) -> None:
         """Runs in QEMU's process before exec: open the taps inside the

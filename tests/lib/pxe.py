@@ -34,7 +34,6 @@ NODE_CONFIG = (
 NETWORKING = json.dumps({"nictags": [{"name": "admin", "mac": Node.MAC}], "resolvers": ["10.0.2.3"]})
 
 
-
 def platform_url(http: HttpServer, platform: Platform) -> str:
     return http.guest_url(f"/out/{platform.path.name}")
 

@@ -16,7 +16,8 @@ def test_booters_linux_cn_vector():
         "#!ipxe",
         f"kernel /os/{PLAT}/platform/x86_64/vmlinuz boot=live console=tty0 console=ttyS1,115200n8 "
         "BOOTIF=01-10-dd-b1-a2-57-bf ip=10.99.99.124:::255.255.255.0:::none "
-        f"rabbitmq=guest:guest:10.99.99.16:5672 debug=y fetch=tftp://10.99.99.9/os/{PLAT}/platform/x86_64/filesystem.squashfs",
+        "rabbitmq=guest:guest:10.99.99.16:5672 debug=y "
+        f"fetch=tftp://10.99.99.9/os/{PLAT}/platform/x86_64/filesystem.squashfs",
         f"initrd tftp://10.99.99.9/os/{PLAT}/platform/x86_64/initrd",
         "module tftp://10.99.99.9/extra/joysetup/node.config /etc/node.config",
         "boot",

@@ -55,7 +55,8 @@ Components: main
 def test_the_image_is_built_from_the_hosts_own_mirror():
     assert hs.host_mirrors([DEB822], "bookworm") == ("http://mirror.example/debian",
                                                      "http://mirror.example/debian-security")
-    one_line = "# deb http://old.example/debian bookworm main\ndeb [arch=amd64] http://proxy:3142/debian bookworm main\n"
+    one_line = ("# deb http://old.example/debian bookworm main\n"
+                "deb [arch=amd64] http://proxy:3142/debian bookworm main\n")
     assert hs.host_mirrors([one_line], "bookworm") == ("http://proxy:3142/debian", "http://proxy:3142/debian-security")
     text = hs.IMAGE_SOURCES.format(debian="http://proxy:3142/debian", security="http://proxy:3142/debian-security")
     assert "URIs: http://proxy:3142/debian\nSuites: trixie trixie-updates" in text

@@ -19,6 +19,7 @@ sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
 import triton_imgadm as ia  # noqa: E402
 import triton_instance as ti  # noqa: E402
 
+
 def user_namespaces() -> bool:
     """Root outside a chroot can make one (the kernel refuses in a chroot,
     as in ../shared/tools/fresh-machine; a node is never one)."""

@@ -16,8 +16,8 @@ def test_menu_serial_default_vga_and_rescue():
     entries = media.menu_entries(STAMP, S)
     label = f"triton.media={S.media.volume_prefix}{STAMP}"
     assert [e.title for e in entries] == [f"Triton Linux {STAMP} (serial console)",
-                                         f"Triton Linux {STAMP} (VGA console)",
-                                         f"Triton Linux {STAMP} rescue (no pool import)"]
+                                          f"Triton Linux {STAMP} (VGA console)",
+                                          f"Triton Linux {STAMP} rescue (no pool import)"]
     serial, vga, rescue = (e.args for e in entries)
     assert serial == (*S.boot.args, label)
     assert vga[-2:] == ("console=tty0", label) and "console=ttyS1,115200n8" in vga

@@ -96,12 +96,13 @@ def test_network_plan_with_unusable_networking_json_falls_back_and_says_why(netw
     networking.write_text("{not json")
     plan = nc.network_plan("BOOTIF=01-52-54-00-12-34-56", {}, "0", [ADMIN])
     assert not plan.from_file and plan.tags["admin"].port == ADMIN
-    assert len(plan.problems) == 1 and "not valid JSON" in plan.problems[0] and "the boot NIC is admin" in plan.problems[0]
+    assert len(plan.problems) == 1
+    assert "not valid JSON" in plan.problems[0] and "the boot NIC is admin" in plan.problems[0]
 
 
 def test_network_plan_with_networking_json_uses_it(networking):
     networking.write_text('{"nictags": [{"name": "admin", "mac": "%s"}], "vnics": '
-                         '[{"nic_tag": "admin", "ip": "10.0.2.15", "netmask": "255.255.255.0"}]}' % ADMIN)
+                          '[{"nic_tag": "admin", "ip": "10.0.2.15", "netmask": "255.255.255.0"}]}' % ADMIN)
     plan = nc.network_plan("BOOTIF=01-52-54-00-12-34-56 ip=10.99.99.7:::255.255.255.0::", {}, "0", [ADMIN])
     assert plan.from_file and [str(v.address) for v in plan.vnics] == ["10.0.2.15/24"]
 

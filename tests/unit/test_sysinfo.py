@@ -153,7 +153,8 @@ def set_up_node(**changes) -> si.Facts:
         networking=f("/usr/triton/config/triton-networking.json", NETWORKING),
         node_config=f("/usr/triton/config/node.config", NODE_CONFIG),
         setup_state=f("/opt/triton/config/triton-setup-state.json", SETUP_DONE),
-        agents=[f("/opt/smartdc/agents/lib/node_modules/vm-agent/package.json", {"name": "vm-agent", "version": "3.2.0"}),
+        agents=[f("/opt/smartdc/agents/lib/node_modules/vm-agent/package.json",
+                  {"name": "vm-agent", "version": "3.2.0"}),
                 f("/opt/smartdc/agents/lib/node_modules/cn-agent/package.json",
                   {"name": "cn-agent", "version": "2.15.1", "main": "x"})],
         pool="zones", pool_props=ZFS_GET, pool_status=ZPOOL_STATUS)
@@ -339,7 +340,8 @@ def test_network_interfaces_carry_every_nic_tag():
     assert list(nics) == ["ens3", "ens4", "ens5", "ens6", "aggr0"]    # physical first, then aggregations
     assert nics["ens3"]["NIC Names"] == ["admin"] and nics["ens3"]["ip4addr"] == "10.0.2.15"
     assert nics["ens4"]["NIC Names"] == ["external"] and nics["ens4"]["ip4addr"] == "192.168.77.20"
-    assert nics["ens5"]["NIC Names"] == [] and nics["ens5"]["Aggregation"] == "aggr0" and nics["ens6"]["MAC Address"] == S2
+    assert nics["ens5"]["NIC Names"] == [] and nics["ens5"]["Aggregation"] == "aggr0"
+    assert nics["ens6"]["MAC Address"] == S2
     assert nics["aggr0"]["NIC Names"] == ["storage"] and nics["aggr0"]["ip4addr"] == "192.168.79.20"
     # CNAPI's doNapiSysinfoUpdate: the tags NAPI learns for this server.
     assert {t for n in nics.values() for t in n["NIC Names"]} == {"admin", "external", "storage"}

@@ -56,9 +56,11 @@ def test_booters_file_becomes_tags_addresses_and_routes():
     assert "Destination=198.51.100.0/24\nGateway=192.168.77.1" in ext
     assert "Destination=203.0.113.9/32\nGateway=10.0.2.2" in admin
     vlan = f["10-triton-external0.42.netdev"]
-    assert "Kind=vlan" in vlan and "Id=42" in vlan and "MTUBytes=1400" in vlan and "MACAddress=90:b8:d0:00:00:42" in vlan
+    assert "Kind=vlan" in vlan and "Id=42" in vlan
+    assert "MTUBytes=1400" in vlan and "MACAddress=90:b8:d0:00:00:42" in vlan
     assert "Address=192.168.78.20/24" in f["10-triton-external0.42.network"]
-    assert "MTUBytes=1450" in f["10-triton-external0.netdev"] and "MTUBytes=1450" in f["10-triton-external0-port.network"]
+    assert "MTUBytes=1450" in f["10-triton-external0.netdev"]
+    assert "MTUBytes=1450" in f["10-triton-external0-port.network"]
     assert f"PermanentMACAddress={EXT}" in f["10-triton-external0-port.network"]
     # Only the admin tag holds up network-online.target.
     assert "RequiredForOnline=no" in ext and "RequiredForOnline" not in admin
@@ -71,7 +73,8 @@ def test_aggregation_is_a_bond_port_of_its_tags_bridge():
     for mac in (S1, S2):
         member = f[f"10-triton-aggr0-{mac.replace(':', '')}.network"]
         assert f"PermanentMACAddress={mac}" in member and "Bond=aggr0" in member
-    assert "Name=aggr0" in f["10-triton-storage0-port.network"] and "Bridge=storage0" in f["10-triton-storage0-port.network"]
+    assert "Name=aggr0" in f["10-triton-storage0-port.network"]
+    assert "Bridge=storage0" in f["10-triton-storage0-port.network"]
     assert f"MACAddress={S1}" in f["10-triton-storage0.netdev"]
     lacp = dict(BOOTER, aggregations=[dict(BOOTER["aggregations"][0], lacp_mode="active")])
     assert "Mode=802.3ad" in tn.files(plan(lacp))["10-triton-aggr0.netdev"]

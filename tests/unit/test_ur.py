@@ -41,8 +41,8 @@ def test_the_kernel_command_line_names_the_broker():
 
 
 def test_node_config_when_the_command_line_has_none():
-    b, problems = ur.broker_from("console=ttyS0", node_config("# headnode.sh's line\nrabbitmq='guest:guest:10.0.0.9:5672'\n"),
-                                 {})
+    b, problems = ur.broker_from("console=ttyS0",
+                                 node_config("# headnode.sh's line\nrabbitmq='guest:guest:10.0.0.9:5672'\n"), {})
     assert (b.host, b.port, b.source) == ("10.0.0.9", 5672, "/usr/triton/config/node.config")
     assert problems == []
 
@@ -125,7 +125,7 @@ def test_without_a_tagged_nic_the_boot_nic_then_the_only_nic():
 def test_no_uuid_or_no_nic_is_a_failure_to_retry_not_a_crash():
     with pytest.raises(ur.Failure, match="no UUID .*product_uuid"):
         ur.identity({"UUID": "", "Sysinfo Problems": ["/sys/class/dmi/id/product_uuid: '' is not a UUID; "
-                                                       "UUID unknown"]})
+                                                      "UUID unknown"]})
     with pytest.raises(ur.Failure, match="no NIC"):
         ur.identity({"UUID": UUID, "Network Interfaces": "garbage"})
 
@@ -167,7 +167,7 @@ def test_execute_requests():
     assert ur.parse_request(f"ur.execute.{UUID}.ab12cd34", body) == ur.Execute(
         "ab12cd34", "script", "#!/bin/bash\necho hi\n", ("a", "2", "true"), {})
     req = ur.parse_request(f"ur.execute.{UUID}-{MAC}.r1", b'{"type": "file", "file": "/usr/bin/id", '
-                                                           b'"env": {"PATH": "/usr/bin", "N": 1}}')
+                                                          b'"env": {"PATH": "/usr/bin", "N": 1}}')
     assert req == ur.Execute("r1", "file", "/usr/bin/id", (), {"PATH": "/usr/bin", "N": "1"})
     no_env = ur.parse_request(f"ur.execute.{UUID}.r2", b'{"type": "script", "script": "#!/bin/sh\\n"}')
     assert isinstance(no_env, ur.Execute) and no_env.env is None and no_env.args == ()

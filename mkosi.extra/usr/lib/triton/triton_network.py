@@ -487,7 +487,7 @@ def _link_network(link: str, what: str, vnics: list[Vnic], routes: list[tuple[st
     text += "".join(f"Address={a.with_prefixlen}\n" for a in addresses)
     dhcp = admin and not addresses
     for dest, gw in routes:
-        text += f"\n[Route]\n" + ("" if dest == "0.0.0.0/0" else f"Destination={dest}\n") + f"Gateway={gw}\n"
+        text += "\n[Route]\n" + ("" if dest == "0.0.0.0/0" else f"Destination={dest}\n") + f"Gateway={gw}\n"
     if dhcp:
         text += DHCP
     return text

@@ -714,7 +714,7 @@ class Agent:
             marker.touch()
         except OSError as e:
             self.reporter.report("marker", f"cannot write {marker} ({e.strerror}): "
-                                            "ur.startup will be sent again at the next connect")
+                                           "ur.startup will be sent again at the next connect")
 
     def listen(self, conn: Any) -> None:
         while not self.stopping.is_set():

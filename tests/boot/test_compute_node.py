@@ -12,8 +12,10 @@ still reachable.
 One node, two boots (issue 17: one node, many checks):
 
 1. booter's arguments as its master branch writes them: serial console
-   ttyS1, ip=<ip>:::<mask>::; a blank disk set up into the pool `zones`
-   from an answers file. The test drives the serial console.
+   ttyS1, ip=<ip>:::<mask>::; two blank disks and no broker. The test
+   drives the serial console; it starts the broker, finds the node on it
+   as a headnode does, and sets the node up through ur (the pool `zones`,
+   a mirror of the two disks; then the setup state), no reboot needed.
 2. booter's Debian 12 branch's ip=<ip>:::<mask>:::none, and the serial
    console "none" (console=ttyS-1): there is no serial console, so the test
    logs in over ssh (QEMU forwards a port of the host's loopback) with the
@@ -53,7 +55,7 @@ SYSTEM_UUID = "3e4f5a6b-7c8d-4e9f-8a0b-1c2d3e4f5a6b"
 SYSINFO_UUID = "6b5a4f3e-8d7c-9f4e-8a0b-1c2d3e4f5a6b"
 ADMIN = Node.MAC
 EXT, S1, S2 = "52:54:00:aa:bb:01", "52:54:00:aa:bb:02", "52:54:00:aa:bb:03"
-ANSWERS = json.dumps({"pool": {"layout": "single", "disks": ["/dev/disk/by-id/virtio-zones1"]}})
+DISKS = ["/dev/disk/by-id/virtio-zones1", "/dev/disk/by-id/virtio-zones2"]
 BOOT_TIMEOUT = 480
 ADMIN_IP = "10.0.2.15"
 # booter's ip= (lib/menulst.js): master, and its Debian 12 branch (LINUXCN-27).
@@ -224,10 +226,11 @@ def key(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def disk(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("cn-disk") / "zones1.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(d), "2G"], check=True)
-    return d
+def disks(tmp_path_factory) -> list[Path]:
+    d = tmp_path_factory.mktemp("cn-disk")
+    for name in ("zones1", "zones2"):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(d / f"{name}.qcow2"), "2G"], check=True)
+    return [d / "zones1.qcow2", d / "zones2.qcow2"]
 
 
 def free_port() -> int:
@@ -240,15 +243,15 @@ def booter_script_name() -> str:
     return script_name(ADMIN)
 
 
-def boot_params(key: Path, answers: str, debian12: bool, serial: str, broker_port: int) -> BootParams:
+def boot_params(key: Path, debian12: bool, serial: str, broker_port: int) -> BootParams:
     """What CNAPI and booter give this node: its admin address, the
-    broker, the host name, NIC-tag arguments, an operator's boot parameter
-    naming the answers file; networking.json and root's ssh keys (a CNAPI
+    broker, the host name, NIC-tag arguments; networking.json and root's
+    ssh keys (a CNAPI
     boot_module) in its bootfs directory."""
     return BootParams(
         mac=ADMIN, ip=ADMIN_IP, debian12=debian12, serial=serial,
         kernel_args={"rabbitmq": f"guest:guest:10.0.2.2:{broker_port}", "hostname": "cn-test-1",
-                     "admin_nic": ADMIN, "external_nic": EXT, "triton.answers": answers},
+                     "admin_nic": ADMIN, "external_nic": EXT},
         bootfs={"networking.json": NETWORKING.encode(),
                 "networking.json.hash": hashlib.sha1(NETWORKING.encode()).hexdigest().encode(),
                 "root_authorized_keys": key.with_suffix(".pub").read_bytes()})
@@ -266,18 +269,16 @@ def broker(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cn(platform, http, logs, tmp_path_factory, net, disk, key, broker):
+def cn(platform, http, logs, tmp_path_factory, net, disks, key, broker):
     """The node: `cn.node` its QEMU, `cn.shell` where the test types (the
     serial console at the first boot, ssh after the reboot)."""
     booter = Booter(http, platform, tmp_path_factory.mktemp("tftpboot"))
     booter.set_node_config(NODE_CONFIG)
-    http.routes["/cn/answers.json"] = ANSWERS.encode()
-    answers = http.guest_url("/cn/answers.json")
 
     def boot(name: str, debian12: bool, serial: str, hostfwd: list[str]) -> Node:
         net.taps.clear()
-        extra = [*Node.hardware(SYSTEM_UUID, [disk]), *net.nic("ext", EXT), *net.nic("sto", S1), *net.nic("sto", S2)]
-        script = booter.add(boot_params(key, answers, debian12, serial, broker.port))
+        extra = [*Node.hardware(SYSTEM_UUID, disks), *net.nic("ext", EXT), *net.nic("sto", S1), *net.nic("sto", S2)]
+        script = booter.add(boot_params(key, debian12, serial, broker.port))
         node = Node.pxe(booter.tftp, script, logs / f"cn-{name}.log", extra=extra, preexec_fn=net.preexec,
                         hostfwd=hostfwd)
         net.plug()
@@ -415,6 +416,52 @@ def test_ur_reconnects_after_a_broker_restart(cn, broker):
                 raise
     assert reply["stdout"] == "back\n"
     assert cn.shell.succeed("systemctl is-active triton-ur-agent") == "active"
+
+
+# What this platform's setup is when a headnode sets a node up through ur
+# (CNAPI's server-setup sends its joysetup.sh and agentsetup.sh the same
+# way): the pool from the layout and disks it names, then the setup state
+# as joysetup.sh and agentsetup.sh leave it.
+SETUP_SCRIPT = """#!/bin/bash
+set -o errexit -o nounset -o pipefail
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/node/bin:/usr/triton/bin
+layout=$1; shift
+triton-pool setup --yes --layout "$layout" "$@"
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+state=/opt/triton/config/triton-setup-state.json
+cat > "$state.new" <<EOF
+{"node_type": "computenode", "start_time": "$now", "last_updated": "$now", "current_state": "setup_complete",
+ "seen_states": ["zpool_created", "datasets_setup", "configs_installed", "setup_complete"], "complete": true}
+EOF
+chmod 400 "$state.new" && mv "$state.new" "$state"
+sysinfo -u >/dev/null
+echo "set up: $(sysinfo | json Setup)"
+"""
+
+
+def test_ur_sets_the_node_up_with_no_reboot(cn):
+    """The headnode's setup script creates the pool through triton-pool (a
+    mirror of the two blank disks), which puts it to use at once: /opt and
+    /zones on the pool, /usr/triton/config moved onto it; the setup state
+    makes sysinfo's Setup true, and the agent's next announcement says so."""
+    n = cn.shell
+    assert json.loads(n.succeed("sysinfo"))["Setup"] == "false"
+    reply = cn.head.execute(SYSINFO_UUID, {"type": "script", "script": SETUP_SCRIPT, "args": ["mirror", *DISKS],
+                                           "env": {}}, timeout=300 * SCALE)
+    assert reply["exit_status"] == 0, reply
+    assert "created pool 'zones' (mirror of /dev/vda /dev/vdb)" in reply["stdout"], reply
+    assert reply["stdout"].rstrip().endswith("set up: true"), reply
+    assert n.succeed("zpool status -x zones") == "pool 'zones' is healthy"
+    assert n.succeed("findmnt -n -o SOURCE /opt") == "zones/opt"
+    assert n.succeed("findmnt -n -o SOURCE /zones") == "zones"
+    assert n.succeed("readlink /usr/triton/config") == "/opt/triton/config"
+    assert n.succeed("cat /usr/triton/config/node.config") == NODE_CONFIG.rstrip("\n")
+    assert "Pool zones: imported, ONLINE." in n.succeed("cat /run/issue.d/50-triton-pool.issue")
+    # The agent looks at the setup state every 60 s: once more, set up.
+    _, info, _ = cn.head.wait(lambda k, b: k.startswith(f"ur.sysinfo.{SYSINFO_UUID}.") and b["Setup"] == "true",
+                              150 * SCALE, "a sysinfo with Setup true")
+    assert info["Zpool"] == "zones"
+    assert "no more periodic announcements" in n.succeed("journalctl -b -o cat -u triton-ur-agent")
 
 
 def test_booters_ip_configured_the_boot_nic_and_nothing_else(cn):
@@ -574,8 +621,8 @@ def test_sysinfo_reports_tags_aggregation_and_setup(cn):
     assert vnics["external0.42"]["VLAN"] == "42" and vnics["external0.42"]["ip4addr"] == "192.168.78.20"
     assert vnics["storage0"]["Host Interface"] == "aggr0"
     assert info["Admin IP"] == "10.0.2.15" and info["Hostname"] == "cn-test-1"
-    # Set up from an answers file, not by Triton's setup scripts: not set up for CNAPI.
-    assert info["Datacenter Name"] == "test-dc" and info["Setup"] == "false"
+    # Set up through ur, its setup state complete: set up for CNAPI.
+    assert info["Datacenter Name"] == "test-dc" and info["Setup"] == "true"
     assert info["Boot Parameters"]["boot"] == "live" and info["UUID"] == SYSINFO_UUID
 
 

@@ -183,3 +183,20 @@ def test_main_says_what_went_wrong_instead_of_a_traceback(monkeypatch, capsys, t
     out = capsys.readouterr().out
     assert out.startswith(f"triton-config-dir: PROBLEM: /usr/triton/config not laid out: SettingsError: "
                           f"{tmp_path / 'missing.json'}: cannot read the settings the platform build wrote")
+
+
+def test_a_pool_set_up_after_the_boot_began_takes_over_the_ram_directory(layout, monkeypatch):
+    """triton-pool setup on a running node mounts zones/opt and runs this
+    again: what the RAM directory holds (a setup script's state, an
+    operator's systemd.env) moves onto the pool, and the directory becomes
+    the link, as joysetup.sh's install_configs does it."""
+    deliver(layout)
+    cd.lay_out(layout, "0")
+    (layout.usr_config / "triton-setup-state.json").write_text('{"complete": false}')
+    assert layout.usr_config.is_dir() and not layout.usr_config.is_symlink()
+    monkeypatch.setattr(cd.os.path, "ismount", lambda p: Path(p) == layout.opt)
+    lines = cd.lay_out(layout, "0")
+    assert layout.usr_config.is_symlink() and os.readlink(layout.usr_config) == str(layout.pool_config)
+    assert (layout.pool_config / "triton-setup-state.json").read_text() == '{"complete": false}'
+    assert (layout.pool_config / "node.config").read_bytes() == NODE_CONFIG
+    assert lines[0] == f"{layout.usr_config} is a link to {layout.pool_config} (kept on the system pool)"

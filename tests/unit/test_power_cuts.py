@@ -420,7 +420,7 @@ def test_setup_redoes_an_interrupted_setup_and_says_so(tmp_path, node, monkeypat
     fake = FakeNode("zones")
     nodelib.patch(monkeypatch, "run", fake)
     said = []
-    done = psetup.setup(pool_settings(tmp_path), psetup.Answers("single", ("vda",)), booting=True, report=said.append)
+    done = psetup.setup(pool_settings(tmp_path), psetup.Answers("single", ("vda",)), report=said.append)
     assert done.startswith("created pool 'zones' (single of /dev/vda)")
     assert said[0] == "setup was interrupted: discarding the unfinished pool 'zones' on /dev/vda to set it up again"
     commands = [" ".join(a[:2]) for a in fake.ran if a[0] in ("zpool", "wipefs")]
@@ -436,7 +436,7 @@ def test_setup_never_discards_someone_elses_pool(tmp_path, node, monkeypatch):
     fake = FakeNode("zones", comment="-")
     nodelib.patch(monkeypatch, "run", fake)
     with pytest.raises(pstate.PoolError, match="has no .system_pool: it is not a system pool"):
-        psetup.setup(pool_settings(tmp_path), psetup.Answers("single", ("vda",), force=True), booting=True)
+        psetup.setup(pool_settings(tmp_path), psetup.Answers("single", ("vda",), force=True))
     assert not [a for a in fake.ran if a[:2] in (("zpool", "export"), ("zpool", "destroy"), ("zpool", "create"))]
 
 
@@ -449,7 +449,7 @@ def test_a_failed_setup_leaves_blank_disks(tmp_path, node, monkeypatch):
 
     nodelib.patch(monkeypatch, "_populate", no_space)
     with pytest.raises(pstate.PoolError, match="No space left"):
-        psetup.setup(pool_settings(tmp_path), psetup.Answers("single", ("vda",)), booting=True)
+        psetup.setup(pool_settings(tmp_path), psetup.Answers("single", ("vda",)))
     after = fake.ran[[a[:2] for a in fake.ran].index(("zpool", "create")):]
     assert ("zpool", "export", "-f", "zones") in after and ("wipefs", "-a", "-q", "/dev/vda") in after
 
@@ -480,7 +480,7 @@ def test_the_boot_reports_an_interrupted_setup_and_redoes_it_from_answers(tmp_pa
     assert "sets it up again" in notes[1] and state["setup_interrupted"]
     answers = (psetup.Answers("single", ("vda",)), "answers.json")
     nodelib.patch(monkeypatch, "load_answers", lambda settings, args: answers)
-    nodelib.patch(monkeypatch, "setup", lambda settings, answers, booting, report: "created pool 'zones'")
+    nodelib.patch(monkeypatch, "setup", lambda settings, answers, report: "created pool 'zones'")
     assert pimport.set_up_at_boot(s, {}, "zones", state, notes.append) == "zones"
     assert "setup_interrupted" not in state and notes[-1] == "created pool 'zones'"
 

@@ -617,3 +617,31 @@ def test_instance_datasets_mounted_at_boot():
                "zones/6f1c3a2b-9d8e-4f7a-b6c5-d4e3f2a1b0c9\ton\n"
                "zones/0b8e9a44-3c2d-4e5f-8a9b-0c1d2e3f4a5b\tnoauto\n")
     assert pinstances.instance_datasets(listing, settings) == ["zones/6f1c3a2b-9d8e-4f7a-b6c5-d4e3f2a1b0c9"]
+
+
+def test_a_pool_set_up_on_a_running_node_is_put_to_use_at_once(node, monkeypatch, capsys):
+    """triton-pool setup on a running node (by hand, or the headnode's
+    script through ur): every dataset but the seeded /var mounted where it
+    belongs, the pool recorded as this boot's (flag, state, console note),
+    and triton-config-dir run again to move /usr/triton/config onto it."""
+    import triton_pool_setup as psetup
+    pstate.MOUNT_FLAG.unlink()
+    pstate.write_state({"pool": "zones", "state": "not-setup", "messages": ["node is NOT SET UP"]})
+    mounted, ran = [], []
+    nodelib.patch(monkeypatch, "is_mountpoint", lambda path: False)
+    nodelib.patch(monkeypatch, "mount_zfs", lambda dataset, where: mounted.append((dataset, str(where))))
+    nodelib.patch(monkeypatch, "pool_health", lambda pool: "ONLINE")
+    nodelib.patch(monkeypatch, "run", lambda *argv, check=True: ran.append(argv) or
+                  subprocess.CompletedProcess(argv, 0, "", ""))
+    said: list[str] = []
+    psetup.use_now(node, said.append)
+    where = {d.name: d.mountpoint for d in node.datasets}
+    assert sorted(mounted) == [("zones", where[""]), ("zones/config", where["config"]), ("zones/opt", where["opt"])]
+    assert mounted.index(("zones", where[""])) < mounted.index(("zones/config", where["config"]))
+    assert pstate.MOUNT_FLAG.read_text() == "zones\n"
+    state = pstate.read_state()
+    assert state["state"] == "imported" and state["health"] == "ONLINE" and state["set_up_live"]
+    assert pstate.ISSUE.read_text().startswith("Pool zones: imported, ONLINE.")
+    assert ran == [("systemctl", "restart", "triton-config-dir.service")]
+    assert said[0].startswith("in use now: zones") and said[0].endswith(
+        f"{where['var']} moves to the pool at the next boot")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -97,8 +98,19 @@ def source(name: str, layout: Layout) -> Optional[Path]:
 def config_dir(layout: Layout) -> tuple[Path, str]:
     """/usr/triton/config made for this boot (a link to the pool's
     directory, or one in RAM), and where it is; one that is there already
-    (joysetup.sh made it, or this ran before) is kept."""
+    (joysetup.sh made it, or this ran before) is kept, but for one in RAM
+    once the pool is mounted (set up since the boot began): its files move
+    onto the pool."""
     usr = layout.usr_config
+    if usr.is_dir() and not usr.is_symlink() and os.path.ismount(layout.opt):
+        # The pool came after this boot began (triton-pool setup on a
+        # running node): what is in RAM moves onto it, as joysetup.sh's
+        # install_configs moves it, and the directory becomes the link.
+        layout.pool_config.mkdir(mode=0o755, parents=True, exist_ok=True)
+        for f in usr.iterdir():
+            if not (layout.pool_config / f.name).exists():
+                shutil.move(str(f), str(layout.pool_config / f.name))
+        shutil.rmtree(usr)
     if not usr.is_symlink() and not usr.exists():
         if os.path.ismount(layout.opt):
             layout.pool_config.mkdir(mode=0o755, parents=True, exist_ok=True)

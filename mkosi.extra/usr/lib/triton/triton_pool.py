@@ -43,8 +43,8 @@ from triton_pool_disks import LAYOUTS, check_layout  # noqa: E402
 from triton_pool_identity import save_root  # noqa: E402
 from triton_pool_import import boot  # noqa: E402
 from triton_pool_reset import factory_reset  # noqa: E402
-from triton_pool_restore import restore  # noqa: E402
-from triton_pool_setup import Answers, parse_answers, setup  # noqa: E402
+from triton_pool_restore import identity_steps, restore, restore_report, run_steps  # noqa: E402
+from triton_pool_setup import Answers, parse_answers, setup, use_now  # noqa: E402
 from triton_pool_state import (  # noqa: E402
     PROG, STATE, PoolError, confirm, issue_text, load_settings, read_state, run, say,
 )
@@ -120,7 +120,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"--force wipes {' '.join(answers.disks)} even if they hold data. Type 'wipe' to go on: ", "wipe"):
             say("not confirmed: nothing changed")
             return 1
-        say(setup(settings, answers, booting=False))
+        done = setup(settings, answers)
+        say(done)
+        if not done.startswith("already set up"):
+            use_now(settings)
+            # The node's identity (machine-id, ssh host keys, root's
+            # password and keys, booter's files) kept on the pool now, as
+            # every boot's restore keeps it: the next boot is the same node.
+            for line in restore_report(run_steps(identity_steps(settings.config_dir)), settings.config_dir):
+                say(line)
         return 0
     except PoolError as e:
         print(f"{PROG}: {e}", file=sys.stderr)

@@ -122,7 +122,7 @@ def set_up_at_boot(settings: PoolSettings, args: dict[str, str], unfinished: Opt
         answers = load_answers(settings, args)
         if answers:
             note(f"setting up from {answers[1]}: {answers[0].layout} of {' '.join(answers[0].disks)}")
-            note(setup(settings, answers[0], booting=True, report=note))
+            note(setup(settings, answers[0], report=note))
             state.pop("setup_interrupted", None)
             return settings.name
         if unfinished:

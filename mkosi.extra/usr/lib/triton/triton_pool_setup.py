@@ -18,8 +18,10 @@ from triton_pool_disks import (
     ABSENT_STATES, blkid, check_layout, create_cut_short, disk_in_use, disk_refusal, imported_vdevs,
     parse_import_listing, partitions, placement, resolve_disk, vdev_args, wipe,
 )
-from triton_pool_state import BOOT_FILES, RUN, PoolError, run, say
-from triton_pool_zfs import imported_pools, mount_order, mount_zfs, pool_comment, system_pools, umount
+from triton_pool_state import BOOT_FILES, MOUNT_FLAG, RUN, PoolError, read_state, run, say, write_state
+from triton_pool_zfs import (
+    imported_pools, is_mountpoint, mount_order, mount_zfs, pool_comment, pool_health, system_pools, umount,
+)
 from triton_settings import Dataset, PoolSettings
 
 # The pool's comment from `zpool create` until setup's last step: given with
@@ -106,7 +108,7 @@ def interrupted_summary(settings: PoolSettings, datasets: Collection[str]) -> st
             f"{', '.join(made) or 'none'}" + (f"; missing: {', '.join(missing)}" if missing else "") + ")")
 
 
-def setup(settings: PoolSettings, answers: Answers, *, booting: bool, report: Callable[[str], None] = say) -> str:
+def setup(settings: PoolSettings, answers: Answers, report: Callable[[str], None] = say) -> str:
     """Create the system pool and its datasets. Idempotent: a node that has
     its pool is left alone. Refuses disks that hold anything unless forced,
     and never creates a pool while one of that name is on disk but not
@@ -154,7 +156,35 @@ def setup(settings: PoolSettings, answers: Answers, *, booting: bool, report: Ca
         raise
     done = (f"created pool '{settings.name}' ({answers.layout} of {' '.join(map(str, disks))}) "
             f"with {', '.join(settings.full(d.name) for d in settings.datasets if d.name)}")
-    return done if booting else done + "; reboot to use it (the node mounts its datasets at boot)"
+    return done
+
+
+def use_now(settings: PoolSettings, report: Callable[[str], None] = say) -> None:
+    """After a setup on a running node (as joysetup.sh does on one): the
+    datasets mounted where they belong, but for the seeded ones (/var: the
+    node keeps its live one until the next boot mounts the pool's, which
+    setup copied from it); the pool recorded as this boot's (the mount flag,
+    `triton-pool status`, the console's note); /usr/triton/config moved
+    onto the pool (triton-config-dir again), so what setup scripts write
+    there (triton-setup-state.json) is kept."""
+    mounted = []
+    for d in mount_order(settings.datasets):
+        where = Path(d.mountpoint)
+        if d.seed or is_mountpoint(where):
+            continue
+        mount_zfs(settings.full(d.name), where)
+        mounted.append(f"{settings.full(d.name)} on {where}")
+    MOUNT_FLAG.write_text(settings.name + "\n")
+    state = read_state()
+    state.update(state="imported", pool=settings.name, health=pool_health(settings.name), set_up_live=True)
+    state.setdefault("messages", []).append(f"set up while running; mounted {', '.join(mounted) or 'nothing'}")
+    write_state(state)
+    report(f"in use now: {', '.join(mounted) or 'nothing more to mount'}; "
+           f"{', '.join(d.mountpoint for d in settings.datasets if d.seed)} moves to the pool at the next boot")
+    p = run("systemctl", "restart", "triton-config-dir.service", check=False)
+    if p.returncode != 0:
+        report(f"triton-config-dir did not run again ({(p.stderr or p.stdout).strip()}): "
+               f"/usr/triton/config moves to the pool at the next boot")
 
 
 def create_argv(settings: PoolSettings, layout: str, disks: Sequence[Path]) -> list[str]:

@@ -61,7 +61,10 @@ class Broker:
             "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
             "RABBITMQ_MNESIA_BASE": str(base / "mnesia"), "RABBITMQ_LOG_BASE": str(base / "log"),
-            "RABBITMQ_NODENAME": f"urtest{os.getpid()}@localhost",
+            # A long node name on 127.0.0.1: Erlang's distribution then needs
+            # no name for the host (a machine without /etc/hosts has no
+            # "localhost", and the broker would not start).
+            "RABBITMQ_NODENAME": f"urtest{os.getpid()}@127.0.0.1", "RABBITMQ_USE_LONGNAME": "true",
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
             "ERL_EPMD_PORT": str(self.epmd_port), "ERL_EPMD_ADDRESS": "127.0.0.1",

@@ -645,3 +645,19 @@ def test_a_pool_set_up_on_a_running_node_is_put_to_use_at_once(node, monkeypatch
     assert ran == [("systemctl", "restart", "triton-config-dir.service")]
     assert said[0].startswith("in use now: zones") and said[0].endswith(
         f"{where['var']} moves to the pool at the next boot")
+
+
+def test_copy_tree_keeps_modes_links_and_times(tmp_path):
+    import triton_pool_setup as psetup
+    src, dst = tmp_path / "var", tmp_path / "seed"
+    (src / "log/journal").mkdir(parents=True)
+    (src / "lib").mkdir()
+    (src / "lib/x").write_text("data")
+    os.chmod(src / "lib/x", 0o640)
+    os.utime(src / "lib/x", (1_000_000_000, 1_000_000_000))
+    (src / "run").symlink_to("/run")
+    dst.mkdir()
+    psetup.copy_tree(str(src), dst)
+    assert (dst / "lib/x").read_text() == "data" and (dst / "lib/x").stat().st_mode & 0o777 == 0o640
+    assert (dst / "lib/x").stat().st_mtime == 1_000_000_000
+    assert os.readlink(dst / "run") == "/run" and (dst / "log/journal").is_dir()

@@ -253,7 +253,7 @@ def _populate(settings: PoolSettings, answers: Answers, disks: Sequence[Path]) -
                 with _mounted(settings, d, work) as where:
                     # In the initrd this is the image's pristine copy; on a
                     # running node, its live one (as joysetup did).
-                    run("cp", "-a", f"{d.mountpoint}/.", f"{where}/")
+                    copy_tree(d.mountpoint, where)
             if d.name == settings.config_dataset:
                 with _mounted(settings, d, work) as where:
                     (where / "setup.json").write_text(record)
@@ -261,6 +261,14 @@ def _populate(settings: PoolSettings, answers: Answers, disks: Sequence[Path]) -
             (where / settings.marker).write_text("")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def copy_tree(src: str, dst: Path) -> None:
+    """src's contents into dst with owners, modes, times, links and device
+    nodes, but no ACLs or xattrs: the pool's datasets take none (a running
+    node's /var/log/journal has an ACL, and `cp -a` stopped on it)."""
+    run("bash", "-o", "pipefail", "-c",
+        'tar -C "$1" --numeric-owner -cf - . | tar -C "$2" --numeric-owner -xpf -', "copy", src, str(dst))
 
 
 @contextlib.contextmanager

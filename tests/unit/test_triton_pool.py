@@ -661,3 +661,10 @@ def test_copy_tree_keeps_modes_links_and_times(tmp_path):
     assert (dst / "lib/x").read_text() == "data" and (dst / "lib/x").stat().st_mode & 0o777 == 0o640
     assert (dst / "lib/x").stat().st_mtime == 1_000_000_000
     assert os.readlink(dst / "run") == "/run" and (dst / "log/journal").is_dir()
+
+
+def test_copy_tree_fails_when_the_source_is_gone(tmp_path):
+    import triton_pool_setup as psetup
+    (tmp_path / "seed").mkdir()
+    with pytest.raises(pstate.PoolError):
+        psetup.copy_tree(str(tmp_path / "missing"), tmp_path / "seed")

@@ -266,9 +266,12 @@ def _populate(settings: PoolSettings, answers: Answers, disks: Sequence[Path]) -
 def copy_tree(src: str, dst: Path) -> None:
     """src's contents into dst with owners, modes, times, links and device
     nodes, but no ACLs or xattrs: the pool's datasets take none (a running
-    node's /var/log/journal has an ACL, and `cp -a` stopped on it)."""
-    run("bash", "-o", "pipefail", "-c",
-        'tar -C "$1" --numeric-owner -cf - . | tar -C "$2" --numeric-owner -xpf -', "copy", src, str(dst))
+    node's /var/log/journal has an ACL, and `cp -a` stopped on it). A
+    file that changes while it is read (a running node's journal) is
+    copied as it was read: tar's status 1 on the reading side."""
+    run("bash", "-c",
+        'tar -C "$1" --numeric-owner --warning=no-file-changed -cf - . | tar -C "$2" --numeric-owner -xpf -; '
+        's=("${PIPESTATUS[@]}"); [ "${s[0]}" -le 1 ] && [ "${s[1]}" -eq 0 ]', "copy", src, str(dst))
 
 
 @contextlib.contextmanager

@@ -451,6 +451,9 @@ def test_ur_sets_the_node_up_with_no_reboot(cn):
     assert reply["exit_status"] == 0, reply
     assert "created pool 'zones' (mirror of /dev/vda /dev/vdb)" in reply["stdout"], reply
     assert reply["stdout"].rstrip().endswith("set up: true"), reply
+    # triton-config-dir ran again and said so on the console, where the
+    # test reads its commands' output: let those lines pass first.
+    n.run("sleep 2")
     assert n.succeed("zpool status -x zones") == "pool 'zones' is healthy"
     assert n.succeed("findmnt -n -o SOURCE /opt") == "zones/opt"
     assert n.succeed("findmnt -n -o SOURCE /zones") == "zones"

@@ -668,3 +668,22 @@ def test_copy_tree_fails_when_the_source_is_gone(tmp_path):
     (tmp_path / "seed").mkdir()
     with pytest.raises(pstate.PoolError):
         psetup.copy_tree(str(tmp_path / "missing"), tmp_path / "seed")
+
+
+def test_a_pool_set_up_on_a_running_node_keeps_its_identity_as_it_is(node, tmp_path):
+    """Never a new machine-id or host key under a running system: what the
+    node has now is saved, and the next boot restores exactly that."""
+    machine_id = "0123456789abcdef0123456789abcdef"
+    (tmp_path / "etc/machine-id").write_text(machine_id + "\n")
+    (tmp_path / "etc/ssh/ssh_host_ed25519_key").write_text("PRIVATE\n")
+    (tmp_path / "etc/ssh/ssh_host_ed25519_key.pub").write_text("ssh-ed25519 AAAA root@cn\n")
+    (tmp_path / "boot/node.config").write_text("datacenter_name='dc'\n")
+    kept = pidentity.keep_identity(node.config_dir)
+    assert kept == ["machine-id", "ssh ed25519 host key", "boot files"]
+    assert (node.config_dir / "machine-id").read_text() == machine_id + "\n"
+    assert (node.config_dir / "ssh/ssh_host_ed25519_key").read_text() == "PRIVATE\n"
+    assert (node.config_dir / "ssh/ssh_host_ed25519_key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "etc/machine-id").read_text() == machine_id + "\n"
+    # The next boot's restore takes them as they are.
+    pidentity.restore_machine_id(node.config_dir)
+    assert (tmp_path / "etc/machine-id").read_text() == machine_id + "\n"

@@ -40,10 +40,10 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from triton_pool_disks import LAYOUTS, check_layout  # noqa: E402
-from triton_pool_identity import save_root  # noqa: E402
+from triton_pool_identity import keep_identity, save_root  # noqa: E402
 from triton_pool_import import boot  # noqa: E402
 from triton_pool_reset import factory_reset  # noqa: E402
-from triton_pool_restore import identity_steps, restore, restore_report, run_steps  # noqa: E402
+from triton_pool_restore import restore  # noqa: E402
 from triton_pool_setup import Answers, parse_answers, setup, use_now  # noqa: E402
 from triton_pool_state import (  # noqa: E402
     PROG, STATE, PoolError, confirm, issue_text, load_settings, read_state, run, say,
@@ -124,11 +124,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         say(done)
         if not done.startswith("already set up"):
             use_now(settings)
-            # The node's identity (machine-id, ssh host keys, root's
-            # password and keys, booter's files) kept on the pool now, as
-            # every boot's restore keeps it: the next boot is the same node.
-            for line in restore_report(run_steps(identity_steps(settings.config_dir)), settings.config_dir):
-                say(line)
+            # The node's identity (machine-id, ssh host keys, booter's
+            # files, root's password and keys) kept on the pool as it is
+            # now: the next boot restores it, and is the same node.
+            say(f"kept on the pool: {', '.join(keep_identity(settings.config_dir))}")
+            save_root(settings)
         return 0
     except PoolError as e:
         print(f"{PROG}: {e}", file=sys.stderr)

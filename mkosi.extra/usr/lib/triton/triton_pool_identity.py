@@ -233,6 +233,29 @@ def apply_root_save(root: Path, changes: Mapping[str, Optional[bytes]]) -> None:
             say(f"saved root's {name} to {root / name}")
 
 
+def keep_identity(cfg: Path) -> list[str]:
+    """A pool set up on a running node keeps the identity the node has now
+    (never makes a new one under a running system): its machine-id, its
+    ssh host keys, booter's files. What was kept, one name each."""
+    kept = []
+    machine_id = read_bytes_if(ETC_MACHINE_ID)
+    if machine_id and saved_machine_id(machine_id.decode(errors="replace"))[0]:
+        write_atomic(cfg / "machine-id", machine_id, 0o644)
+        kept.append("machine-id")
+    keys = cfg / "ssh"
+    keys.mkdir(mode=0o700, exist_ok=True)
+    for t in SSH_KEY_TYPES:
+        key = ETC_SSH / f"ssh_host_{t}_key"
+        pub = ETC_SSH / f"{key.name}.pub"
+        if key.is_file() and pub.is_file():
+            write_atomic(keys / key.name, key.read_bytes(), 0o600)
+            write_atomic(keys / pub.name, pub.read_bytes(), 0o644)
+            kept.append(f"ssh {t} host key")
+    keep_boot_files(cfg)
+    kept.append("boot files")
+    return kept
+
+
 def save_root(settings: PoolSettings) -> int:
     """Keep root's password field and authorized_keys on the pool as they
     are, removals and locks included (triton-persist-root.path)."""

@@ -118,7 +118,13 @@ class Headnode:
     published on amq.topic with JSON bodies."""
 
     def __init__(self, broker: Broker, durable: str = ""):
-        self.conn = pika.BlockingConnection(broker.params())
+        # No heartbeats: a test pumps this connection only while it waits for
+        # a message, and between waits (a node's reboot, minutes under TCG)
+        # the broker would close an idle connection whose heartbeats it
+        # missed (CI lost the headnode that way while the node rebooted).
+        params = broker.params()
+        params.heartbeat = 0
+        self.conn = pika.BlockingConnection(params)
         self.ch = self.conn.channel()
         # A durable queue keeps what is sent while the test is not connected
         # (and across a broker restart).

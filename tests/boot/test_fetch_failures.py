@@ -65,20 +65,35 @@ def test_server_gone_fails_after_the_bound(platform, logs):
         stopped_before_switch_root(node)
 
 
-def test_server_that_comes_up_late_is_waited_for(platform, logs, tmp_path):
+def test_a_server_that_comes_up_late_is_waited_for_and_a_direct_boot_uses_the_initrds_files(
+        platform, logs, tmp_path):
+    """-kernel/-initrd with the node's files appended to the initrd (no iPXE,
+    no BOOTIF) and triton.rootfs= naming a server that is not up yet: the
+    initrd retries until it answers, then boots the root; only the delivered
+    password and key let anyone in."""
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDirectBootTestKeyOnlyForTheTestSuite0000 test@ci"
     late = HttpServer()
     late.serve_dir("/out", platform.path.parent)
     url = late.guest_url(f"/out/{platform.path.name}/x86_64/filesystem.squashfs")
-    initrd = initrd_with_files(platform.initrd, tmp_path / "initrd", {"/etc/node.config": NODE_CONFIG.encode()})
-    with boot(platform, url, logs, "late-server", initrd=initrd) as node:
+    initrd = initrd_with_files(platform.initrd, tmp_path / "initrd", {
+        "/etc/node.config": NODE_CONFIG.encode(),
+        "/etc/triton/root_authorized_keys": (key + "\n").encode(),
+    })
+    with Node.direct(platform.kernel, initrd, [CONSOLE, f"triton.rootfs={url}"], logs / "late-server.log") as node:
         node.wait_for_console(r"attempt 2 failed[^\r\n]*retrying", 240)
         timer = threading.Timer(5, late.start)
         timer.start()
         try:
             node.wait_for_console(r"root verified", 240)
             node.wait_for_login()
+            # No password is baked into the image: only the delivered one works.
+            assert node.login_refused("not-" + PASSWORD)
             node.login(PASSWORD)
             assert node.succeed("findmnt -no FSTYPE /") == "overlay"
+            assert f"TRITON_ROOTFS_URL={url}" in node.succeed("cat /run/triton/rootfs/source")
+            assert node.succeed("cat /root/.ssh/authorized_keys") == key
+            # Without BOOTIF the initrd used DHCP on every NIC.
+            assert "Type=ether" in node.succeed("cat /run/systemd/network/10-triton-boot.network")
         finally:
             timer.cancel()
             late.stop()

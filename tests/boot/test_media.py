@@ -110,9 +110,7 @@ def test_boots_from_live_media(platform, media, logs, medium, firmware):
     with boot(platform, media, logs, medium, firmware) as node:
         node.wait_for_console(r"triton-fetch-rootfs: copied \d+ MiB from media:" + MEDIA.volume_label(platform.stamp),
                               BOOT_TIMEOUT)
-        seconds = node.wait_for_login(BOOT_TIMEOUT)
-        node.login(PASSWORD)
-        node.system_ready()
+        seconds = node.up(PASSWORD, BOOT_TIMEOUT)
         source = dict(line.split("=", 1) for line in node.succeed("cat /run/triton/rootfs/source").splitlines())
         expected = (platform.path / "x86_64/filesystem.squashfs.sha256").read_text().split()[0]
         # The same root a network boot of this build verifies.
@@ -157,7 +155,10 @@ def toram_0(platform, media, logs, medium: str, name: str, image: Optional[Path]
 MEDIUM_DEVICE = {"dvd": r"/dev/sr0", "usb": r"/dev/sd[a-z]"}
 
 
-@pytest.mark.parametrize("medium", ["usb", "dvd"])
+# The USB stick only: the DVD carries the same iso9660 filesystem, its
+# toram=0 boots are the refusals below (through dm-verity on /dev/sr0), and
+# every boot costs CI minutes.
+@pytest.mark.parametrize("medium", ["usb"])
 def test_toram_0_reads_the_root_from_the_medium_through_dm_verity(platform, media, logs, medium):
     """triton.toram=0: the root is mounted from the medium itself (less RAM;
     the medium must stay in), and every read of it goes through dm-verity,

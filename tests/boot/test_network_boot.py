@@ -3,7 +3,8 @@
 Booted with the platform's own boot.ipxe (iPXE script over TFTP, kernel,
 initrd and root over HTTP, the kernel arguments booter gives and the files
 it injects), then looked at from the node's console. The script booter
-itself writes (tests/lib/booter.py) boots the node of test_compute_node.py.
+itself writes (tests/lib/booter.py) boots the node of test_compute_node.py;
+a boot with -kernel/-initrd alone is test_fetch_failures.py's late server.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 
-from tests.lib.pxe import NETWORKING, NODE_CONFIG, PASSWORD, platform_url
-from tests.lib.cpio_initrd import initrd_with_files
+from tests.lib.pxe import NETWORKING, NODE_CONFIG, platform_url
 from tests.lib.node import Node
 
 
@@ -121,23 +121,3 @@ def test_a_node_without_disks_boots_not_set_up_and_says_so(pxe_node):
 def test_system_is_running_with_no_failed_units(pxe_node):
     pxe_node.system_ready()
     assert pxe_node.succeed("systemctl is-system-running") == "running"
-
-
-def test_direct_kernel_boot_with_files_in_the_initrd(platform, http, logs, tmp_path):
-    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDirectBootTestKeyOnlyForTheTestSuite0000 test@ci"
-    initrd = initrd_with_files(platform.initrd, tmp_path / "initrd", {
-        "/etc/node.config": NODE_CONFIG.encode(),
-        "/etc/triton/root_authorized_keys": (key + "\n").encode(),
-    })
-    url = f"{platform_url(http, platform)}/x86_64/filesystem.squashfs"
-    with Node.direct(platform.kernel, initrd, ["console=ttyS1,115200n8", f"triton.rootfs={url}"],
-                     logs / "direct-boot.log") as node:
-        node.wait_for_login()
-        # No password is baked into the image: only the delivered one works.
-        assert node.login_refused("not-" + PASSWORD)
-        node.login(PASSWORD)
-        assert node.succeed("findmnt -no FSTYPE /") == "overlay"
-        assert f"TRITON_ROOTFS_URL={url}" in node.succeed("cat /run/triton/rootfs/source")
-        assert node.succeed("cat /root/.ssh/authorized_keys") == key
-        # Without BOOTIF the initrd used DHCP on every NIC.
-        assert "Type=ether" in node.succeed("cat /run/systemd/network/10-triton-boot.network")

@@ -2,8 +2,8 @@
 setup creates its pool, while an instance writes, and while `vmadm create`
 runs; each next boot imports the pool clean, keeps what was synced, and
 leaves either whole things or no trace of them. Then the node is rebooted
-cleanly REBOOTS times in a row with two autoboot instances, both back every
-time with everything they had.
+cleanly (REBOOTS times; one by default) with two autoboot instances, both
+back every time with everything they had.
 
 One node with one blank disk serves the whole module; the tests run in
 order and build on each other. Every boot is a fresh QEMU process, PXE-booted
@@ -21,9 +21,10 @@ on its first read of the pool's labels; raw and writethrough have neither.)
 VM time under TCG, roughly: the setup cut 35 s; set up, image import and the
 writing instance 155 s; the boot after the write cut and the create cut
 135 s; the boot after that 130 s; then each clean reboot 145 s (shutdown 15,
-boot to login 90, both instances up 30, checks 10). REBOOTS=2 keeps the
-module near 12 minutes; the issue's 10 (TRITON_TEST_REBOOTS=10) take about
-32.
+boot to login 90, both instances up 30, checks 10). REBOOTS=1 keeps the
+module near 10 minutes (CI's whole run must fit its time; the node's clean
+reboot with autoboot instances is also test_instances'); the issue's 10
+(TRITON_TEST_REBOOTS=10) take about 32.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ TOKEN = "synced-4711"
 ROOT_PW = "power-cut-pw"
 BOOT_TIMEOUT = 480
 # Clean reboots in a row at the end (the issue asks for 10; see above for time).
-REBOOTS = int(os.environ.get("TRITON_TEST_REBOOTS", "2"))
+REBOOTS = int(os.environ.get("TRITON_TEST_REBOOTS", "1"))
 figures: dict[str, str] = {}
 
 
@@ -229,6 +230,7 @@ def test_a_create_cut_half_way_is_whole_or_leaves_no_trace(node, image):
 
 
 def test_two_autoboot_instances_come_back_after_every_reboot(node):
+    assert REBOOTS >= 1, f"TRITON_TEST_REBOOTS={REBOOTS}: give at least 1 reboot"
     assert len(node.autoboot) == 2, node.autoboot
     n = node.node
     seconds = []

@@ -18,12 +18,12 @@ import sys
 from pathlib import Path
 
 from hooks import osrelease
+from hooks.bootfiles import UNIT_DIR
 from hooks.config import INSTANCES_JSON, POOL_JSON, RUNTIME, PlatformConfig, load
 from hooks.kernel import image_kernel
 from hooks.render import render
 from hooks.stamp import stamp_from_environment
 
-UNIT_DIR = "/usr/lib/systemd/system"
 NETWORK_DIR = "/usr/lib/systemd/network"
 
 

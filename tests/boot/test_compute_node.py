@@ -34,20 +34,18 @@ import base64
 import hashlib
 import json
 import re
-import socket
 import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import pexpect
 import pytest
 
 from tests.lib.pxe import PASSWORD, ROOT_SHADOW, pxe_script
 from tests.lib.booter import Booter, BootParams, script_name
 from tests.lib.netns import Netns
 from tests.lib.node import SCALE, Node, Shell, Ssh
-from tests.lib.rabbitmq import RABBITMQ, Broker, Headnode
+from tests.lib.rabbitmq import RABBITMQ, Broker, Headnode, free_port
 
 SYSTEM_UUID = "3e4f5a6b-7c8d-4e9f-8a0b-1c2d3e4f5a6b"
 # SYSTEM_UUID (QEMU -uuid, what dmidecode prints) in SmartOS's byte order:
@@ -233,12 +231,6 @@ def disks(tmp_path_factory) -> list[Path]:
     return [d / "zones1.qcow2", d / "zones2.qcow2"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def booter_script_name() -> str:
     return script_name(ADMIN)
 
@@ -292,8 +284,7 @@ def cn(platform, http, logs, tmp_path_factory, net, disks, key, broker):
                                                   "args": [], "env": {}}, timeout=60 * SCALE)
         assert reply == {"exit_status": 0, "stdout": "", "stderr": ""}, reply
         # -no-reboot: the node's reboot ends QEMU; booter boots the next one.
-        state.node.child.expect(pexpect.EOF, timeout=240 * SCALE)
-        state.node.close()
+        state.node.ended()
         port = free_port()
         state.node = boot("second", True, "none", [f"tcp:127.0.0.1:{port}-:22"])
         state.shell = Ssh(state.node, port, key)
@@ -727,9 +718,7 @@ def bad_node(platform, http, logs, tmp_path_factory):
         node.wait_for_console(r"triton-node-config: PROBLEM: /run/triton/boot/triton-networking.json: "
                               r"not valid JSON", BOOT_TIMEOUT)
         node.console_at_login = node.expect(r"Boot configuration: \d+ problem\(s\)[^\r\n]*", BOOT_TIMEOUT).group(0)
-        node.wait_for_login(BOOT_TIMEOUT)
-        node.login(PASSWORD)
-        node.system_ready()
+        node.up(PASSWORD, BOOT_TIMEOUT)
         yield node
     finally:
         node.close()

@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import pexpect
 import pytest
 
 from hooks.bootfiles import Module
 from tests.lib.pxe import PASSWORD, pxe_script
 from tests.conftest import REPO
 from tests.lib import container_image, frames
-from tests.lib.node import SCALE, Node
+from tests.lib.node import Node
 
 NODE = "7c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
 # NODE (QEMU -uuid, what dmidecode prints) as SmartOS and cn-agent order its
@@ -146,9 +145,7 @@ def boot_node(name: str, platform, http, logs, tmp_path_factory, disk: Path) -> 
     node = Node.pxe(tftp, "boot.ipxe", logs / f"instances-{name}.log",
                     extra=[*Node.hardware(NODE, [disk]), *capture])
     node.wire = wire  # type: ignore[attr-defined]
-    node.wait_for_login(BOOT_TIMEOUT)
-    node.login(PASSWORD)
-    node.system_ready()
+    node.up(PASSWORD, BOOT_TIMEOUT)
     return node
 
 
@@ -163,10 +160,7 @@ def node(platform, http, logs, tmp_path_factory, disk, image):
 
 
 def _reboot(state, platform, http, logs, tmp_path_factory, disk) -> None:
-    old = state.node
-    old.child.sendline("systemctl poweroff")
-    old.child.expect(pexpect.EOF, timeout=240 * SCALE)
-    old.close()
+    state.node.poweroff()
     state.node = boot_node("second", platform, http, logs, tmp_path_factory, disk)
 
 

@@ -75,9 +75,7 @@ def boot(platform, http, logs, tmp_path_factory):
 
 
 def ready(node: Node) -> None:
-    node.wait_for_login(BOOT_TIMEOUT)
-    node.login(PASSWORD)
-    node.system_ready()
+    node.up(PASSWORD, BOOT_TIMEOUT)
 
 
 def boot_log(node: Node) -> str:

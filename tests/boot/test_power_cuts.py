@@ -37,14 +37,13 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import pexpect
 import pytest
 
 from hooks.bootfiles import Module
 from tests.lib.pxe import PASSWORD, pxe_script
 from tests.conftest import REPO
 from tests.lib import container_image
-from tests.lib.node import SCALE, Node
+from tests.lib.node import Node
 
 NODE = "d15c0a11-7e57-4c0f-9a1e-0000000000c7"
 DISK = "/dev/disk/by-id/virtio-cuts0"
@@ -103,10 +102,7 @@ def node(platform, http, logs, tmp_path_factory, disk, image):
 
 def ready(node: Node) -> float:
     """Logged in, the boot finished (autoboot instances up); seconds to login."""
-    seconds = node.wait_for_login(BOOT_TIMEOUT)
-    node.login(PASSWORD)
-    node.system_ready()
-    return seconds
+    return node.up(PASSWORD, BOOT_TIMEOUT)
 
 
 def boot_log(node: Node) -> str:
@@ -239,8 +235,7 @@ def test_two_autoboot_instances_come_back_after_every_reboot(node):
             in_instance(n, uuid, f"echo boot-{i} >> /root/boots && sync")
         n.child.sendline("systemctl reboot")
         # -no-reboot: the guest's reboot ends QEMU, and a new one PXE-boots it.
-        n.child.expect(pexpect.EOF, timeout=240 * SCALE)
-        n.close()
+        n.ended()
         began = time.monotonic()
         n = node.boot(f"reboot-{i + 1}")
         ready(n)

@@ -259,6 +259,11 @@ class Node(Shell):
     def poweroff(self) -> None:
         """`systemctl poweroff` at the console; QEMU ends with the node."""
         self.child.sendline("systemctl poweroff")
+        self.ended()
+
+    def ended(self) -> None:
+        """Wait until the node has shut down (-no-reboot: a reboot ends QEMU
+        too), then let go of it."""
         self.child.expect(pexpect.EOF, timeout=240 * SCALE)
         self.close()
 

@@ -15,7 +15,7 @@ from triton_pool_hostid import ensure_hostid, load_zfs
 from triton_pool_reset import FACTORY_RESET, destroy_and_clear, factory_reset_requested
 from triton_pool_setup import SETUP_INCOMPLETE, interrupted_summary, load_answers, setup
 from triton_pool_state import MOUNT_FLAG, RUN, PoolError, lines, run, say, write_state
-from triton_pool_zfs import imported_pools, mount_order, pool_comment, pool_health, system_pools
+from triton_pool_zfs import create_dataset, imported_pools, mount_order, pool_comment, pool_health, system_pools
 from triton_settings import PoolSettings
 
 
@@ -56,8 +56,8 @@ def boot(settings: PoolSettings) -> int:
     for seen in parse_import_listing(run("zpool", "import", check=False).stdout):
         note(f"pool '{seen['pool']}' not imported: {seen.get('state', '?')}: "
              f"{seen.get('status', '')} {seen.get('action', '')}".rstrip())
-    found = system_pools(settings)
     state["pools"] = imported_pools()
+    found = system_pools(settings, state["pools"])
     if len(found) > 1:
         note(f"FAILED: several pools carry {settings.marker}: {', '.join(found)}; "
              f"mounting none of them. Export all but this node's own and reboot")
@@ -153,5 +153,5 @@ def ensure_datasets(settings: PoolSettings, note: Any) -> None:
     for d in mount_order(settings.datasets):
         name = settings.full(d.name)
         if name not in have:
-            run("zfs", "create", "-o", f"mountpoint={d.mountpoint}", "-o", "canmount=noauto", name)
+            create_dataset(name, d.mountpoint)
             note(f"created missing dataset {name} ({d.mountpoint})")

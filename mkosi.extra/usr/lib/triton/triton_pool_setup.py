@@ -20,7 +20,8 @@ from triton_pool_disks import (
 )
 from triton_pool_state import BOOT_FILES, MOUNT_FLAG, RUN, PoolError, read_state, run, say, write_state
 from triton_pool_zfs import (
-    imported_pools, is_mountpoint, mount_order, mount_zfs, pool_comment, pool_health, system_pools, umount,
+    create_dataset, imported_pools, is_mountpoint, mount_order, mount_zfs, pool_comment, pool_health, system_pools,
+    umount,
 )
 from triton_settings import Dataset, PoolSettings
 
@@ -115,11 +116,12 @@ def setup(settings: PoolSettings, answers: Answers, report: Callable[[str], None
     imported. Leaves nothing half-created; what a power cut leaves (an
     unfinished pool of this node's on the same disks, or what a cut-short
     `zpool create` left) it discards and redoes, saying so with `report`."""
-    for pool in system_pools(settings):
+    pools = imported_pools()
+    for pool in system_pools(settings, pools):
         return f"already set up: pool '{pool}' is imported and is this node's system pool; nothing to do"
     disks = [resolve_disk(d) for d in answers.disks]
     check_layout(answers.layout, [str(d) for d in disks])
-    if settings.name in imported_pools():
+    if settings.name in pools:
         redo_interrupted(settings, disks, report)
     refusals = []
     for disk in disks:
@@ -235,12 +237,9 @@ def discard_unfinished(pool: str, disks: Sequence[Path], quiet: bool = False) ->
 def _populate(settings: PoolSettings, answers: Answers, disks: Sequence[Path]) -> None:
     """The datasets, /var seeded, setup.json, and last the marker that makes
     the pool this node's system pool: a pool with the marker has the rest."""
-    # Every dataset is canmount=noauto: the initrd mounts them at boot, and
-    # creating them on a running node must not hide its live /var.
     for d in mount_order(settings.datasets):
         if d.name:
-            run("zfs", "create", "-o", f"mountpoint={d.mountpoint}", "-o", "canmount=noauto",
-                settings.full(d.name))
+            create_dataset(settings.full(d.name), d.mountpoint)
     work = Path(tempfile.mkdtemp(prefix="setup-", dir=RUN))
     record = json.dumps({
         "layout": answers.layout, "disks": [str(x) for x in disks],

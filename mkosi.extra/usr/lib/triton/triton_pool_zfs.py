@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 from triton_pool_state import RUN, PoolError, lines, run
 from triton_settings import Dataset, PoolSettings
@@ -57,8 +57,15 @@ def has_marker(pool: str, marker: str) -> bool:
         probe.rmdir()
 
 
-def system_pools(settings: PoolSettings) -> list[str]:
-    return [p for p in imported_pools() if has_marker(p, settings.marker)]
+def system_pools(settings: PoolSettings, pools: Optional[Iterable[str]] = None) -> list[str]:
+    """The imported pools (or these, already listed) that carry the marker."""
+    return [p for p in (imported_pools() if pools is None else pools) if has_marker(p, settings.marker)]
+
+
+def create_dataset(name: str, mountpoint: str) -> None:
+    """canmount=noauto: the initrd mounts the pool's datasets at boot, and
+    one created on a running node must not hide what is mounted there."""
+    run("zfs", "create", "-o", f"mountpoint={mountpoint}", "-o", "canmount=noauto", name)
 
 
 def mount_order(datasets: Iterable[Dataset]) -> list[Dataset]:

@@ -16,7 +16,22 @@ systemd, seconds the squashfs download took (measured by the HTTP server,
 first to last byte), and the RAM in use once booted (`free`; ours only: the
 root password reaches live-boot's root by no documented way).
 
-  bench/boot.py [--runs N] [--tb-size MIB]
+  bench/boot.py [--runs N] [--tb-size MIB] [--icount OPTS] [--kinds K ...] [--busy-loop M]
+
+--icount shift=N[,sleep=on|off] runs every boot with QEMU's instruction
+counting (`-icount OPTS`): while the guest runs, its clock advances 2^N ns
+per instruction it executes, so the kernel's timestamps count the guest's
+work, not the host's speed or QEMU's translation (sleep=off also skips an
+idle guest ahead to its next timer). Every kind then boots with systemd logging to the
+kernel's ring buffer (`systemd.log_target=kmsg printk.devkmsg=on`, on all
+kinds alike), and each boot prints, on the guest's clock, when the initrd
+started, the root was downloaded and verified (ours), the root's systemd
+started (switch-root), the pool was imported (when there is one),
+multi-user.target was reached and the login prompt's getty started.
+--kinds picks some of the four (ours-pxe live-pxe ours-direct live-direct).
+--busy-loop M adds to our direct boot's initrd a program that executes M
+million instructions (a two-instruction loop, written here as a static
+x86-64 ELF) before the root is fetched: the figures must move by it.
 
 With N runs the four boots take turns (so a slow spell of the host hits
 all alike) and a summary gives each one's median and range. --tb-size
@@ -37,7 +52,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+import re
+import shutil
+from typing import Callable, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -50,6 +67,58 @@ from tests.lib.node import Node  # noqa: E402
 
 OUT = REPO / "out/bench"
 CONSOLE = "console=ttyS1,115200n8"
+# With --icount: PID 1 logs to the kernel's ring buffer, so its milestones
+# reach the console with the kernel's (instruction-counted) timestamps.
+KMSG = ["systemd.log_target=kmsg", "printk.devkmsg=on"]
+STAMP = r"\[\s*([0-9]+\.[0-9]+)\] "
+# Milestones on the guest's clock: (name, pattern, last occurrence?).
+MILESTONES = [
+    ("initrd", STAMP + r"Run /init as init process", False),
+    ("downloaded", STAMP + r"[^\r\n]*triton-fetch-rootfs: downloaded", False),
+    ("verified", STAMP + r"[^\r\n]*triton-fetch-rootfs: [^\r\n]*root verified", False),
+    ("switch-root", STAMP + r"systemd\[1\]: systemd \d+\S* running in system mode", True),
+    ("pool", STAMP + r"[^\r\n]*triton-pool: pool '[^']+' imported", False),
+    ("multi-user", STAMP + r"systemd\[1\]: Reached target multi-user\.target", True),
+    ("login", STAMP + r"systemd\[1\]: Started serial-getty@ttyS1\.service", True),
+]
+
+
+def busy_loop_elf(million: int) -> bytes:
+    """A static x86-64 Linux program that executes `million` million
+    instructions (`dec ecx; jnz` half that many times) and exits 0."""
+    import struct
+    base = 0x400000
+    loops = million * 1_000_000 // 2
+    code = (b"\xb9" + struct.pack("<I", loops)    # mov ecx, loops
+            + b"\xff\xc9\x75\xfc"                 # 1: dec ecx; jnz 1b
+            + b"\xb8\x3c\x00\x00\x00\x31\xff\x0f\x05")  # mov eax, 60 (exit); xor edi, edi; syscall
+    size = 64 + 56 + len(code)
+    ehdr = (b"\x7fELF\x02\x01\x01" + bytes(9)
+            + struct.pack("<HHIQQQIHHHHHH", 2, 0x3E, 1, base + 120, 64, 0, 0, 64, 56, 1, 64, 0, 0))
+    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
+    return ehdr + phdr + code
+
+
+def with_busy_loop(initrd: Path, out: Path, million: int) -> Path:
+    """Our initrd plus the busy loop, run before triton-fetch-rootfs."""
+    from hooks.cpio import newc_archive
+    shutil.copyfile(initrd, out)
+    with out.open("ab") as f:
+        f.write(newc_archive({"/usr/local/sbin/bench-busy-loop": busy_loop_elf(million)}, mode=0o755))
+        f.write(newc_archive({"/etc/systemd/system/triton-fetch-rootfs.service.d/bench-busy-loop.conf":
+                              b"[Service]\nExecStartPre=/usr/local/sbin/bench-busy-loop\n"}))
+    return out
+
+
+def milestones(log: Path) -> dict[str, float]:
+    """Guest-clock seconds of each milestone found in a console log."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))
+    found = {}
+    for name, pattern, last in MILESTONES:
+        hits = [float(m.group(1)) for m in re.finditer(pattern, text)]
+        if hits:
+            found[name] = hits[-1] if last else hits[0]
+    return found
 
 
 def live_boot_initrd() -> Path:
@@ -66,7 +135,8 @@ def download_seconds(http: HttpServer, since: int) -> str:
     return f"{spans[-1][2] - spans[-1][1]:6.1f}" if spans else "     -"
 
 
-def run(label: str, node: Node, http: HttpServer, since: int, login: bool) -> tuple[float, float]:
+def run(label: str, node: Node, http: HttpServer, since: int, login: bool,
+        log: Optional[Path] = None) -> tuple[float, float, dict[str, float]]:
     with node:
         # The root's systemd greets last ("Welcome to ..."; our initrd's own
         # systemd greets first): the seconds to it are what the initrd costs.
@@ -85,37 +155,61 @@ def run(label: str, node: Node, http: HttpServer, since: int, login: bool) -> tu
     to_root = f"{root_at:6.1f}" if root_at else "     -"
     print(f"{label:<22} login {seconds:6.1f} s   root's systemd at {to_root} s   "
           f"download {download_seconds(http, since)} s   RAM used {ram}", flush=True)
-    return seconds, root_at or float("nan")
+    marks = milestones(log) if log else {}
+    if marks:
+        print(f"{'':<22} guest clock (s): " + "  ".join(f"{k} {v:.2f}" for k, v in marks.items()), flush=True)
+    return seconds, root_at or float("nan"), marks
 
 
-def live_boot_pxe_script(served: Callable[[Path], str], platform: Platform, initrd: Path) -> str:
+def live_boot_pxe_script(served: Callable[[Path], str], platform: Platform, initrd: Path,
+                         extra: list[str]) -> str:
     """What booter would serve a live-boot PI: the same kernel, live-boot's
     initramfs, the same squashfs and console arguments as our boot.ipxe."""
+    more = "".join(f" {a}" for a in extra)
     return (f"#!ipxe\nkernel {served(platform.kernel)} initrd=initrd boot=live ip=dhcp console=tty0 {CONSOLE} "
-            f"BOOTIF=01-${{netX/mac:hexhyp}} fetch={served(platform.rootfs)}\n"
+            f"BOOTIF=01-${{netX/mac:hexhyp}} fetch={served(platform.rootfs)}{more}\n"
             f"initrd {served(initrd)}\nboot\n")
 
 
-def summary(results: dict[str, list[tuple[float, float]]]) -> None:
+def summary(results: dict[str, list[tuple[float, float, dict[str, float]]]]) -> None:
     print("\nsummary (seconds; median, min-max over runs):")
     for label, runs in results.items():
         cells = []
         for i, what in ((0, "login"), (1, "root's systemd")):
             xs = [r[i] for r in runs]
             cells.append(f"{what} {statistics.median(xs):5.1f} ({min(xs):.1f}-{max(xs):.1f})")
-        print(f"  {label:<20} " + "   ".join(cells), flush=True)
+        print(f"  {label:<20} wall: " + "   ".join(cells), flush=True)
+        for name, _, _ in MILESTONES:
+            xs = [r[2][name] for r in runs if name in r[2]]
+            if len(xs) == len(runs):
+                med = statistics.median(xs)
+                spread = 100 * (max(xs) - min(xs)) / med if med else 0.0
+                print(f"  {'':<20} guest {name:<12} {med:8.2f} ({min(xs):.2f}-{max(xs):.2f}, "
+                      f"spread {spread:.1f} %)", flush=True)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=1, help="boots of each kind, taking turns")
     ap.add_argument("--tb-size", type=int, metavar="MIB", help="TCG translation cache for every boot (MiB)")
+    ap.add_argument("--icount", metavar="OPTS",
+                    help="count guest instructions (QEMU's -icount OPTS, e.g. shift=3); "
+                         "milestones on the guest's clock")
+    kinds_known = ["ours-pxe", "live-pxe", "ours-direct", "live-direct"]
+    ap.add_argument("--kinds", nargs="+", choices=kinds_known, default=kinds_known, help="which boots")
+    ap.add_argument("--busy-loop", type=int, metavar="M",
+                    help="M million extra instructions in our direct boot's initrd")
     opts = ap.parse_args()
     if opts.tb_size:
         os.environ["TRITON_TEST_TB_SIZE"] = str(opts.tb_size)
+    extra = []
+    if opts.icount is not None:
+        os.environ["TRITON_TEST_ICOUNT"] = opts.icount
+        extra = KMSG
     platform = Platform((REPO / "out/platform-latest").resolve())
     OUT.mkdir(parents=True, exist_ok=True)
-    lb_initrd = live_boot_initrd()
+    live = [k for k in opts.kinds if k.startswith("live")]
+    lb_initrd = live_boot_initrd() if live else platform.initrd
     with HttpServer() as http:
         http.serve_dir("/out", platform.path.parent)
         http.routes["/inject/node.config"] = NODE_CONFIG.encode()
@@ -127,30 +221,38 @@ def main() -> int:
 
         url = served(platform.rootfs)
         print(f"platform {platform.stamp}: squashfs {platform.rootfs.stat().st_size / 2**20:.1f} MiB, "
-              f"initrd {platform.initrd.stat().st_size / 2**20:.1f} MiB, "
-              f"live-boot initrd {lb_initrd.stat().st_size / 2**20:.1f} MiB", flush=True)
+              f"initrd {platform.initrd.stat().st_size / 2**20:.1f} MiB"
+              + (f", live-boot initrd {lb_initrd.stat().st_size / 2**20:.1f} MiB" if live else ""), flush=True)
 
         tftp = OUT / "tftp"
         tftp.mkdir(exist_ok=True)
-        (tftp / "boot.ipxe").write_text(pxe_script(http, platform, []))
-        (tftp / "live-boot.ipxe").write_text(live_boot_pxe_script(served, platform, lb_initrd))
+        (tftp / "boot.ipxe").write_text(pxe_script(http, platform, extra))
+        (tftp / "live-boot.ipxe").write_text(live_boot_pxe_script(served, platform, lb_initrd, extra))
         initrd = initrd_with_files(platform.initrd, OUT / "initrd+config", {"/etc/node.config": NODE_CONFIG.encode()})
-        kinds = {
-            "ours, PXE": (lambda: Node.pxe(tftp, "boot.ipxe", OUT / "pxe.log"), True),
-            "live-boot, PXE": (lambda: Node.pxe(tftp, "live-boot.ipxe", OUT / "live-boot-pxe.log"), False),
-            "ours, direct": (lambda: Node.direct(platform.kernel, initrd, [CONSOLE, f"fetch={url}"],
-                                                 OUT / "direct.log"), True),
-            "live-boot, direct": (lambda: Node.direct(platform.kernel, lb_initrd,
-                                                      ["boot=live", f"fetch={url}", "ip=dhcp", CONSOLE],
-                                                      OUT / "live-boot.log"), False),
+        if opts.busy_loop:
+            initrd = with_busy_loop(initrd, OUT / "initrd+config+busy", opts.busy_loop)
+            print(f"our direct boot's initrd runs {opts.busy_loop} million extra instructions", flush=True)
+        logs = {"ours-pxe": OUT / "pxe.log", "live-pxe": OUT / "live-boot-pxe.log",
+                "ours-direct": OUT / "direct.log", "live-direct": OUT / "live-boot.log"}
+        every = {
+            "ours-pxe": ("ours, PXE", lambda: Node.pxe(tftp, "boot.ipxe", logs["ours-pxe"]), True),
+            "live-pxe": ("live-boot, PXE", lambda: Node.pxe(tftp, "live-boot.ipxe", logs["live-pxe"]), False),
+            "ours-direct": ("ours, direct", lambda: Node.direct(platform.kernel, initrd,
+                                                                [CONSOLE, f"fetch={url}", *extra],
+                                                                logs["ours-direct"]), True),
+            "live-direct": ("live-boot, direct", lambda: Node.direct(
+                platform.kernel, lb_initrd, ["boot=live", f"fetch={url}", "ip=dhcp", CONSOLE, *extra],
+                logs["live-direct"]), False),
         }
-        results: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
+        kinds = {k: every[k] for k in opts.kinds}
+        results: dict[str, list[tuple[float, float, dict[str, float]]]] = {v[0]: [] for v in kinds.values()}
         for i in range(opts.runs):
             if opts.runs > 1:
                 print(f"run {i + 1} of {opts.runs}", flush=True)
-            for label, (make, login) in kinds.items():
+            for key, (label, make, login) in kinds.items():
                 n = len(http.timings)
-                results[label].append(run(label, make(), http, n, login))
+                results[label].append(run(label, make(), http, n, login,
+                                          logs[key] if opts.icount is not None else None))
         if opts.runs > 1:
             summary(results)
     return 0

@@ -71,6 +71,20 @@ def qemu_base(memory_mib: int, reboot: bool = False) -> list[str]:
                          "(a whole number, e.g. 3072), or unset it for QEMU's default")
     tcg = f"tcg,tb-size={tb_size}" if tb_size else "tcg"
     accel = ["-accel", "kvm", "-cpu", "host"] if KVM else ["-accel", tcg, "-cpu", "max,erms=off"]
+    # TRITON_TEST_ICOUNT=shift=N[,sleep=on|off] (bench/boot.py --icount):
+    # while the guest runs, its clock counts its instructions (2^N ns each)
+    # instead of following the host's, so the kernel's timestamps measure the
+    # work the guest did; sleep=off also skips an idle guest ahead to its
+    # next timer, sleep=on (QEMU's default) lets idle time pass at host speed.
+    icount = os.environ.get("TRITON_TEST_ICOUNT", "")
+    if icount:
+        if not re.fullmatch(r"shift=(10|[0-9])(,sleep=(on|off))?", icount):
+            raise ValueError(f"TRITON_TEST_ICOUNT={icount!r}: give QEMU's -icount options as "
+                             "shift=N[,sleep=on|off] (N 0-10: guest nanoseconds per instruction = 2^N), "
+                             "or unset it")
+        if KVM:
+            raise ValueError("TRITON_TEST_ICOUNT counts instructions under TCG: unset TRITON_TEST_KVM")
+        accel += ["-icount", icount]
     # One vCPU under TCG: with two, the kernel's live code patching (int3
     # breakpoints while static keys flip) races in TCG and can oops at boot.
     cpus = "2" if KVM else "1"

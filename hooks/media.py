@@ -114,7 +114,8 @@ def build(pdir: Path, settings: PlatformConfig) -> list[Path]:
     stamp = (pdir / layout("", settings.arch_dir)["version"]).read_text().strip()
     if pdir.name != platform_name(stamp):
         raise MediaError(f"{pdir} is not a platform directory (its etc/version/platform says {stamp!r})")
-    for tool in ("grub-mkrescue", "xorriso", "mkfs.vfat", "mcopy"):
+    # xz: grub-mkrescue --compress=xz runs it (and fails without it saying so).
+    for tool in ("grub-mkrescue", "xorriso", "xz", "mkfs.vfat", "mcopy"):
         if shutil.which(tool) is None:
             raise MediaError(f"{tool} not found: run `make setup` (it installs the host's tools)")
     label = settings.media.volume_label(stamp)

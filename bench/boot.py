@@ -53,7 +53,6 @@ import sys
 import time
 from pathlib import Path
 import re
-import shutil
 from typing import Callable, Optional
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,13 +100,9 @@ def busy_loop_elf(million: int) -> bytes:
 
 def with_busy_loop(initrd: Path, out: Path, million: int) -> Path:
     """Our initrd plus the busy loop, run before triton-fetch-rootfs."""
-    from hooks.cpio import newc_archive
-    shutil.copyfile(initrd, out)
-    with out.open("ab") as f:
-        f.write(newc_archive({"/usr/local/sbin/bench-busy-loop": busy_loop_elf(million)}, mode=0o755))
-        f.write(newc_archive({"/etc/systemd/system/triton-fetch-rootfs.service.d/bench-busy-loop.conf":
-                              b"[Service]\nExecStartPre=/usr/local/sbin/bench-busy-loop\n"}))
-    return out
+    initrd_with_files(initrd, out, {"/usr/local/sbin/bench-busy-loop": busy_loop_elf(million)}, mode=0o755)
+    return initrd_with_files(out, out, {"/etc/systemd/system/triton-fetch-rootfs.service.d/bench-busy-loop.conf":
+                                        b"[Service]\nExecStartPre=/usr/local/sbin/bench-busy-loop\n"})
 
 
 def milestones(log: Path) -> dict[str, float]:

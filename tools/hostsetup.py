@@ -71,6 +71,7 @@ HOST_PACKAGES: dict[str, str] = {
     "iproute2": "the tests' own network namespaces and switches",
     "iputils-ping": "tests reach a node's static addresses",
     "nftables": "tests load the instance ports' filters into a throwaway network namespace",
+    "grub-common": "grub-mkrescue writes the live media",
     "grub-pc-bin": "live media boot under BIOS",
     "grub-efi-amd64-bin": "live media boot under UEFI",
     "xorriso": "grub-mkrescue writes the hybrid ISO",

@@ -11,10 +11,12 @@ from typing import Iterator, Mapping
 from hooks.cpio import newc_archive
 
 
-def initrd_with_files(initrd: Path, out: Path, files: Mapping[str, bytes]) -> Path:
-    shutil.copyfile(initrd, out)
+def initrd_with_files(initrd: Path, out: Path, files: Mapping[str, bytes], mode: int = 0o644) -> Path:
+    """A copy of `initrd` with `files` (of this mode) appended; `out` may be `initrd`."""
+    if out != initrd:
+        shutil.copyfile(initrd, out)
     with out.open("ab") as f:
-        f.write(newc_archive(files))
+        f.write(newc_archive(files, mode=mode))
     return out
 
 

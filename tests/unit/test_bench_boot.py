@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,7 @@ from tests.lib import node
 def bench():
     spec = importlib.util.spec_from_file_location("bench_boot", REPO / "bench/boot.py")
     mod = importlib.util.module_from_spec(spec)
-    saved = sys.argv
-    try:
-        sys.argv = ["boot.py"]
-        spec.loader.exec_module(mod)
-    finally:
-        sys.argv = saved
+    spec.loader.exec_module(mod)
     return mod
 
 

@@ -9,14 +9,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-
-sys.path.insert(0, str(REPO / "mkosi.extra/usr/lib/triton"))
+from tests.unit import nodelib  # noqa: F401  (the node's modules on sys.path)
 import triton_disklayout as dl  # noqa: E402
 import triton_mkzpool as mk  # noqa: E402
 

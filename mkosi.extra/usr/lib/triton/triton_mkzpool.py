@@ -27,7 +27,11 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from triton_pool_disks import vdev_args as one_vdev  # noqa: E402
 
 USAGE = "usage: mkzpool [-Bef] <pool> <file.json>"
 VDEV_TYPES = ("mirror", "raidz", "raidz1", "raidz2", "raidz3")
@@ -65,9 +69,9 @@ def vdev_args(config: Any) -> list[str]:
                 raise PoolSpecError(f"{where}.type: {vtype!r} is not one of {', '.join(VDEV_TYPES)}")
             if not isinstance(devices, list) or not devices:
                 raise PoolSpecError(f"{where}.devices must be a non-empty list")
-            args += [vtype, *(device_name(d, f"{where}.devices[{j}]") for j, d in enumerate(devices))]
+            args += one_vdev(vtype, [device_name(d, f"{where}.devices[{j}]") for j, d in enumerate(devices)])
         else:
-            args.append(device_name(v, where))
+            args += one_vdev("single", [device_name(v, where)])
     for key, word in SECTIONS:
         devices = config.get(key)
         if devices is None:

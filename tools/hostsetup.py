@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -86,7 +88,19 @@ HOST_PACKAGES: dict[str, str] = {
     "python3-pika": "the ur agent's AMQP client, for its unit tests",
     "rabbitmq-server": "the ur agent's test runs a private RabbitMQ to play the headnode's",
     "flake8": "make check lints the Python (pyflakes and pycodestyle)",
+    "libgnutls30": "chronyd's libraries (HOST_UNPACKED)",
+    "libseccomp2": "chronyd's libraries (HOST_UNPACKED)",
+    "libcap2": "chronyd's libraries (HOST_UNPACKED)",
 }
+# Debian packages unpacked under UNPACKED_DIR, never installed, for a
+# program the tests run: installing them would replace one of the host's
+# own services. Their libraries are in HOST_PACKAGES.
+HOST_UNPACKED: dict[str, str] = {
+    "chrony": "chronyd, the headnode's NTP server for the boot test that runs Triton's joysetup.sh (it sets "
+              "the node's clock from node.config's ntp_hosts); installed, chrony would replace the host's "
+              "own time service",
+}
+UNPACKED_DIR = Path(__file__).resolve().parents[1] / "mkosi.cache/host-unpacked"
 # Packages that must come from backports on bookworm, with the minimum version.
 BACKPORTED = {"mkosi": "24.3"}
 
@@ -242,6 +256,35 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
+def unpacked(pkg: str) -> Path:
+    """Where HOST_UNPACKED's package `pkg` is unpacked (its root)."""
+    return UNPACKED_DIR / pkg
+
+
+def unpack(pkg: str, say: Callable[[str], None]) -> None:
+    """Download `pkg` from the host's archive and unpack it (dpkg-deb -x),
+    once; a half-done earlier try is started again."""
+    dest = unpacked(pkg)
+    if (dest / ".unpacked").exists():
+        return
+    say(f"hostsetup: unpacking {pkg} ({HOST_UNPACKED[pkg]}) into {dest}")
+    UNPACKED_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=UNPACKED_DIR) as tmp:
+        get = ["apt-get", "-q", "-o", "APT::Sandbox::User=root", "download", pkg]
+        res = subprocess.run(get, cwd=tmp, capture_output=True, text=True)
+        if res.returncode != 0:
+            apt(["update"])
+            res = subprocess.run(get, cwd=tmp, capture_output=True, text=True)
+        debs = sorted(Path(tmp).glob(f"{pkg}_*.deb"))
+        if res.returncode != 0 or not debs:
+            raise HostError(f"'apt-get download {pkg}' failed: Debian's package archive is not reachable or "
+                            f"lacks it; check /etc/apt/sources.list*.\n{(res.stdout + res.stderr).strip()}")
+        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(Path(tmp) / "root")], check=True)
+        (Path(tmp) / "root/.unpacked").write_text(debs[-1].name + "\n")
+        os.replace(Path(tmp) / "root", dest)
+
+
 def setup(host: Host, say: Callable[[str], None] = print) -> None:
     check_host(host)
     debian, security = host_mirrors(source_texts(), host.codename)
@@ -255,6 +298,8 @@ def setup(host: Host, say: Callable[[str], None] = print) -> None:
         updated = True
     missing = missing_packages(dpkg_installed(), list(HOST_PACKAGES), BACKPORTED, dpkg_version_ge)
     if not missing:
+        for pkg in HOST_UNPACKED:
+            unpack(pkg, say)
         return
     say("hostsetup: installing " + ", ".join(f"{p} ({HOST_PACKAGES[p]})" for p in missing))
     if not updated:
@@ -273,6 +318,8 @@ def setup(host: Host, say: Callable[[str], None] = print) -> None:
     still = missing_packages(dpkg_installed(), list(HOST_PACKAGES), BACKPORTED, dpkg_version_ge)
     if still:
         raise HostError(f"still missing after apt-get install: {', '.join(still)}")
+    for pkg in HOST_UNPACKED:
+        unpack(pkg, say)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -46,6 +46,7 @@ from tests.lib.booter import Booter, BootParams, script_name
 from tests.lib.netns import Netns
 from tests.lib.node import SCALE, Node, Shell, Ssh
 from tests.lib.rabbitmq import RABBITMQ, Broker, Headnode, free_port
+from tools import hostsetup
 
 SYSTEM_UUID = "3e4f5a6b-7c8d-4e9f-8a0b-1c2d3e4f5a6b"
 # SYSTEM_UUID (QEMU -uuid, what dmidecode prints) in SmartOS's byte order:
@@ -53,12 +54,12 @@ SYSTEM_UUID = "3e4f5a6b-7c8d-4e9f-8a0b-1c2d3e4f5a6b"
 SYSINFO_UUID = "6b5a4f3e-8d7c-9f4e-8a0b-1c2d3e4f5a6b"
 ADMIN = Node.MAC
 EXT, S1, S2 = "52:54:00:aa:bb:01", "52:54:00:aa:bb:02", "52:54:00:aa:bb:03"
-DISKS = ["/dev/disk/by-id/virtio-zones1", "/dev/disk/by-id/virtio-zones2"]
 BOOT_TIMEOUT = 480
 ADMIN_IP = "10.0.2.15"
 # booter's ip= (lib/menulst.js): master, and its Debian 12 branch (LINUXCN-27).
 IP_MASTER = f"ip={ADMIN_IP}:::255.255.255.0::"
 IP_DEBIAN12 = f"ip={ADMIN_IP}:::255.255.255.0:::none"
+NTP = "192.168.77.1"
 
 NODE_CONFIG = (
     "# node.config as headnode.sh writes it for every compute node\n"
@@ -66,7 +67,9 @@ NODE_CONFIG = (
     "datacenter_name='test-dc'\n"
     "dns_domain='test.example'\n"
     "dns_resolvers='192.0.2.53'\n"
-    "ntp_hosts='192.0.2.123,ntp.test.example'\n"
+    # The headnode's NTP server (on the external network here): joysetup.sh
+    # sets the clock from it before it sets the node up.
+    f"ntp_hosts='{NTP}'\n"
     "sapi_domain='sapi.test-dc.test.example'\n"
     "imgapi_domain='imgapi.test-dc.test.example'\n"
     "swap='0.25x'\n"
@@ -214,6 +217,32 @@ def net():
 
 
 @pytest.fixture(scope="module")
+def ntp(net, tmp_path_factory):
+    """The headnode's NTP server, Debian's chronyd (unpacked by `make
+    setup`), serving this host's clock on the external network without
+    touching it (-x)."""
+    chronyd = hostsetup.unpacked("chrony") / "usr/sbin/chronyd"
+    if not chronyd.exists():
+        pytest.fail(f"{chronyd} is missing: `make setup` unpacks Debian's chrony for this test")
+    d = tmp_path_factory.mktemp("ntp")
+    (d / "chrony.conf").write_text(f"local stratum 10\nallow all\nbindaddress {NTP}\nport 123\ncmdport 0\n"
+                                   f"pidfile {d / 'chronyd.pid'}\n")
+    with (d / "chronyd.log").open("w") as log:
+        proc = subprocess.Popen(["ip", "netns", "exec", net.name, str(chronyd), "-x", "-d", "-u", "root",
+                                 "-f", str(d / "chrony.conf")], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while NTP + ":123 " not in net.run("ss", "-lun").stdout:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"chronyd did not start: {(d / 'chronyd.log').read_text()}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
 def key(tmp_path_factory) -> Path:
     """root's ssh key, as an operator gives it to CNAPI (a boot_module
     root_authorized_keys, which booter delivers as /etc/triton-root_authorized_keys)."""
@@ -227,7 +256,7 @@ def key(tmp_path_factory) -> Path:
 def disks(tmp_path_factory) -> list[Path]:
     d = tmp_path_factory.mktemp("cn-disk")
     for name in ("zones1", "zones2"):
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(d / f"{name}.qcow2"), "2G"], check=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(d / f"{name}.qcow2"), "8G"], check=True)
     return [d / "zones1.qcow2", d / "zones2.qcow2"]
 
 
@@ -409,48 +438,80 @@ def test_ur_reconnects_after_a_broker_restart(cn, broker):
     assert cn.shell.succeed("systemctl is-active triton-ur-agent") == "active"
 
 
-# What this platform's setup is when a headnode sets a node up through ur
-# (CNAPI's server-setup sends its joysetup.sh and agentsetup.sh the same
-# way): the pool from the layout and disks it names, then the setup state
-# as joysetup.sh and agentsetup.sh leave it.
-SETUP_SCRIPT = """#!/bin/bash
-set -o errexit -o nounset -o pipefail
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/node/bin:/usr/triton/bin
-layout=$1; shift
-triton-pool setup --yes --layout "$layout" "$@"
-now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-state=/opt/triton/config/triton-setup-state.json
-cat > "$state.new" <<EOF
-{"node_type": "computenode", "start_time": "$now", "last_updated": "$now", "current_state": "setup_complete",
- "seen_states": ["zpool_created", "datasets_setup", "configs_installed", "setup_complete"], "complete": true}
-EOF
-chmod 400 "$state.new" && mv "$state.new" "$state"
-sysinfo -u >/dev/null
-echo "set up: $(sysinfo | json Setup)"
-"""
+# CNAPI's server-setup workflow (sdc-cnapi lib/workflows/server-setup.js),
+# step by step as it sends them through ur: fetch (the disk layout the
+# operator chose, put before the datacenter's node.config; Triton's own
+# setup scripts from the headnode's assets), joysetup.sh, agentsetup.sh.
+FETCH_SETUP_FILES = f"""#!/bin/bash
+set -o xtrace
+cd /var/tmp
+mkdir /var/tmp/node.config
+mkdir /var/tmp/config-{SYSINFO_UUID}
+(echo "layout='mirror'"; curl $1/extra/joysetup/node.config) | \\
+    tee config-{SYSINFO_UUID}/node.config node.config/node.config >&-
+curl -O $1/extra/joysetup/joysetup.sh
+curl -O $1/extra/joysetup/agentsetup.sh
+chmod +x *.sh"""
+JOYSETUP = "#!/bin/bash\nset -o xtrace\ncd /var/tmp\n./joysetup.sh"
+AGENTSETUP = "#!/bin/bash\nset -o xtrace\ncd /var/tmp\necho ASSETS_URL = $ASSETS_URL\n./agentsetup.sh"
+TRITON_SCRIPTS = Path(__file__).resolve().parents[1] / "triton"
+SETUP_STATES = ["zpool_created", "datasets_setup", "pkgsrc_tools", "configs_installed", "swap_created",
+                "filesystems_setup", "imgadm_setup", "agents_installed", "setup_complete"]
 
 
-def test_ur_sets_the_node_up_with_no_reboot(cn):
-    """The headnode's setup script creates the pool through triton-pool (a
-    mirror of the two blank disks), which puts it to use at once: /opt and
-    /zones on the pool, /usr/triton/config moved onto it; the setup state
-    makes sysinfo's Setup true, and the agent's next announcement says so."""
+def test_triton_sets_the_node_up_through_ur_with_its_own_joysetup_and_agentsetup(cn, http, ntp):
+    """Triton's own joysetup.sh (sdc-headnode's, unchanged) checks the clock
+    against node.config's NTP server, lays out the operator's mirror with
+    disklayout and makes it with mkzpool, makes the datasets (zones/var
+    copied from the live /var and mounted over it), has triton-lxd.service
+    put the pool to use, moves /usr/triton/config onto it, makes swap and
+    dump, and points imgadm at the datacenter's IMGAPI; agentsetup.sh
+    installs the platform's agents and marks the node set up. No reboot is
+    needed for the pool to be in use."""
     n = cn.shell
     assert json.loads(n.succeed("sysinfo"))["Setup"] == "false"
-    reply = cn.head.execute(SYSINFO_UUID, {"type": "script", "script": SETUP_SCRIPT, "args": ["mirror", *DISKS],
-                                           "env": {}}, timeout=300 * SCALE)
-    assert reply["exit_status"] == 0, reply
-    assert "created pool 'zones' (mirror of /dev/vda /dev/vdb)" in reply["stdout"], reply
-    assert reply["stdout"].rstrip().endswith("set up: true"), reply
-    # triton-config-dir ran again and said so on the console, where the
-    # test reads its commands' output: let those lines pass first.
+    cn.host_key = n.succeed("cat /etc/ssh/ssh_host_ed25519_key.pub")
+    for name in ("joysetup.sh", "agentsetup.sh"):
+        http.routes[f"/extra/joysetup/{name}"] = (TRITON_SCRIPTS / name).read_bytes()
+    assets = http.guest_url("")
+    steps = [("fetch", {"script": FETCH_SETUP_FILES, "args": [assets]}, 120),
+             ("joysetup.sh", {"script": JOYSETUP}, 900),
+             ("agentsetup.sh", {"script": AGENTSETUP, "env": {"ASSETS_URL": assets}}, 600)]
+    for what, payload, seconds in steps:
+        reply = cn.head.execute(SYSINFO_UUID, {"type": "script", **payload}, timeout=seconds * SCALE)
+        assert reply["exit_status"] == 0, f"{what}: {reply['stdout'][-4000:]}\n{reply['stderr'][-2000:]}"
+    # Their console lines (joysetup.sh writes its progress to /dev/console)
+    # pass before the test reads its own commands' output.
     n.run("sleep 2")
-    assert n.succeed("zpool status -x zones") == "pool 'zones' is healthy"
-    assert n.succeed("findmnt -n -o SOURCE /opt") == "zones/opt"
-    assert n.succeed("findmnt -n -o SOURCE /zones") == "zones"
+    # Setup read the operator's layout from the fetched node.config, and
+    # the clock from the headnode's NTP server.
+    assert "Clock OK" in n.succeed("cat /var/log/joysetup.log")
+    assert "check_ntp(): ntpdate -b 192.168.77.1" in n.succeed("cat /var/log/joysetup.log")
+    status = n.succeed("zpool status zones")
+    assert re.search(r"mirror-0\s+ONLINE.*\n\s+vda\s+ONLINE.*\n\s+vdb\s+ONLINE", status), status
+    assert n.succeed("zfs list -H -o name -r zones").split() == \
+        ["zones", "zones/config", "zones/cores", "zones/cores/global", "zones/dump", "zones/opt", "zones/swap",
+         "zones/var"]
+    assert n.succeed("cat /zones/.system_pool") == ""
+    for where, dataset in (("/zones", "zones"), ("/zones/config", "zones/config"), ("/opt", "zones/opt"),
+                           ("/var", "zones/var")):
+        assert n.succeed(f"findmnt -n -o SOURCE {where}") == dataset
+    # triton-lxd.service put the pool to use, and kept the node's identity on it.
+    lxd = n.succeed("journalctl -b -o cat -u triton-lxd")
+    assert "in use now" in lxd and "kept on the pool: machine-id, ssh ed25519 host key" in lxd, lxd
+    assert json.loads(n.succeed("triton-pool status --json"))["state"] == "imported"
     assert n.succeed("readlink /usr/triton/config") == "/opt/triton/config"
     assert n.succeed("cat /usr/triton/config/node.config") == NODE_CONFIG.rstrip("\n")
     assert "Pool zones: imported, ONLINE." in n.succeed("cat /run/issue.d/50-triton-pool.issue")
+    # imgadm: the datacenter's IMGAPI is its only source.
+    assert n.succeed("imgadm sources") == "http://imgapi.test-dc.test.example"
+    conf = json.loads(n.succeed("cat /usr/triton/config/imgadm/imgadm.conf"))
+    assert conf["userAgentExtra"] == f"server/{SYSINFO_UUID}"
+    assert "the platform carries no agents" in n.succeed("cat /var/log/triton-agent-install.log")
+    state = json.loads(n.succeed("cat /opt/triton/config/triton-setup-state.json"))
+    assert state["complete"] is True and state["seen_states"] == SETUP_STATES, state
+    assert json.loads(n.succeed("sysinfo"))["Setup"] == "true"
+    assert n.succeed("systemctl --failed --no-legend --plain") == ""
     # The agent looks at the setup state every 60 s: once more, set up.
     _, info, _ = cn.head.wait(lambda k, b: k.startswith(f"ur.sysinfo.{SYSINFO_UUID}.") and b["Setup"] == "true",
                               150 * SCALE, "a sysinfo with Setup true")
@@ -549,7 +610,7 @@ def test_the_console_says_what_was_applied_and_no_problems(cn):
     log = cn.node.succeed("journalctl -b -o cat -u triton-node-config")
     assert "network from /run/triton/boot/triton-networking.json: NIC tags admin on admin0" in log
     assert "storage on storage0 (aggr0)" in log and "192.168.78.20/24 on external0.42" in log
-    assert "host name cn-test-1; DNS 10.0.2.3 search test.example; NTP 192.0.2.123 ntp.test.example" in log
+    assert f"host name cn-test-1; DNS 10.0.2.3 search test.example; NTP {NTP}" in log
     assert "PROBLEM" not in log
     assert cn.node.fails("ls /run/issue.d/40-triton-config.issue")
 
@@ -562,7 +623,7 @@ def test_hostname_dns_and_ntp_from_booters_files(cn):
     dns = n.succeed("resolvectl dns")
     assert re.search(r"^Global: 10\.0\.2\.3\s*$", dns, re.M), dns
     assert re.search(r"^Global: test\.example\s*$", n.succeed("resolvectl domain"), re.M)
-    assert n.succeed("timedatectl show-timesync -p SystemNTPServers --value") == "192.0.2.123 ntp.test.example"
+    assert n.succeed("timedatectl show-timesync -p SystemNTPServers --value") == NTP
 
 
 def test_nics_are_named_by_their_tags_with_the_static_addresses(cn):
@@ -665,6 +726,22 @@ def test_after_the_reboot_the_agent_runs_again(cn):
     # The platform is fresh: the agent's unit comes from its package on the pool.
     assert s.succeed(f"systemctl show -p FragmentPath --value {UNIT}") == f"/run/systemd/generator/{UNIT}"
     assert s.succeed(f"readlink /run/systemd/generator/{UNIT}") == f"{AGENT_DIR}/systemd/{UNIT}"
+
+
+def test_after_the_reboot_the_pool_joysetup_made_is_the_nodes_own(cn):
+    """The initrd imports the pool Triton's joysetup.sh made (the marker it
+    wrote, its datasets' own mountpoints) and restores what triton-lxd kept
+    on it: the node is the same one, set up."""
+    s = cn.shell
+    for where, dataset in (("/zones", "zones"), ("/zones/config", "zones/config"), ("/opt", "zones/opt"),
+                           ("/var", "zones/var")):
+        assert s.succeed(f"findmnt -n -o SOURCE {where}") == dataset
+    assert json.loads(s.succeed("triton-pool status --json"))["state"] == "imported"
+    assert s.succeed("cat /etc/ssh/ssh_host_ed25519_key.pub") == cn.host_key
+    assert json.loads(s.succeed("sysinfo"))["Setup"] == "true"
+    assert s.succeed("imgadm sources") == "http://imgapi.test-dc.test.example"
+    # What setup logged on the pool's /var is still there.
+    assert "mark_as_setup" in s.succeed("cat /var/log/agent-setup.log")
 
 
 def test_after_the_reboot_usr_triton_config_is_this_boots(cn):

@@ -257,7 +257,9 @@ def test_usr_node_and_usr_triton_as_triton_expects_them(image_root):
     root = image_root.path
     for tool in ("usr/triton/bin/config.sh", "usr/triton/bin/json", "usr/triton/bin/zonename",
                  "usr/triton/bin/imgadm", "usr/triton/bin/vmadm", "usr/triton/bin/sdc-factoryreset",
-                 "usr/node/bin/node", "usr/node/bin/json", "usr/bin/uuid", "usr/sbin/ntpdate", "usr/bin/ntpdig"):
+                 "usr/triton/bin/disklayout", "usr/triton/bin/mkzpool", "usr/triton/bin/install-default-agents",
+                 "usr/bin/bootparams", "usr/node/bin/node", "usr/node/bin/json", "usr/bin/uuid", "usr/sbin/ntpdate",
+                 "usr/bin/ntpdig"):
         assert os.access(root / tool, os.X_OK) or (root / tool).is_symlink(), tool
     assert (root / "usr/triton/defaults/systemd.env").is_file()
     # Made at boot (a link to the pool's /opt/triton/config, or a directory in RAM).

@@ -183,25 +183,36 @@ def test_no_node_config_says_so_and_sets_only_the_include_dir(tmp_path):
 
 
 def test_which_file(tmp_path):
-    """$TRITON_CONFIG_DIR/node.config (the platform's), else SmartOS's
-    fallback, the copy `sdc-server setup` fetched; SDC_CONFIG_FILENAME wins."""
-    (tmp_path / "usr").mkdir()
-    (tmp_path / "var").mkdir()
-    (tmp_path / "var/node.config").write_text("from='var/tmp'\n")
+    """Before setup (no node.config on the pool), the copy `sdc-server
+    setup` fetched wins over this boot's, as on an unset-up SmartOS compute
+    node: CNAPI puts the disk settings joysetup.sh hands disklayout at its
+    top. Once set up, $TRITON_CONFIG_DIR/node.config (the pool's). With
+    neither a pool's nor a fetched copy, this boot's. SDC_CONFIG_FILENAME
+    always wins."""
+    for d in ("usr", "var", "opt"):
+        (tmp_path / d).mkdir()
+    var, usr, pool = tmp_path / "var/node.config", tmp_path / "usr/node.config", tmp_path / "opt/node.config"
+    usr.write_text("from='usr/triton/config'\n")
     script = (f". {CONFIG_SH}; load_sdc_config; echo \"$CONFIG_from $SDC_CONFIG_FILENAME "
               f"$COMPUTE_NODE_CONFIG_FILENAME $SDC_CONFIG_INC_DIR\"")
 
     def run(**env: str) -> str:
         res = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
                              env={"PATH": "/usr/bin:/bin", "TRITON_CONFIG_DIR": str(tmp_path / "usr"),
-                                  "SDC_CONFIG_TEMP_FILENAME": str(tmp_path / "var/node.config"), **env})
+                                  "SDC_CONFIG_TEMP_FILENAME": str(var), "TRITON_POOL_CONFIG_FILENAME": str(pool),
+                                  **env})
         return res.stdout.strip()
 
-    var = tmp_path / "var/node.config"
-    assert run() == f"var/tmp {var} {var} {tmp_path / 'var'}"
-    (tmp_path / "usr/node.config").write_text("from='usr/triton/config'\n")
-    usr = tmp_path / "usr/node.config"
+    # Not set up, nothing fetched: this boot's, from booter.
     assert run() == f"usr/triton/config {usr} {usr} {tmp_path / 'usr'}"
+    # Not set up, `sdc-server setup` fetched its copy: that one.
+    var.write_text("from='var/tmp'\nlayout='mirror'\n")
+    assert run() == f"var/tmp {var} {var} {tmp_path / 'var'}"
+    # Set up (joysetup.sh moved it onto the pool): the platform's path again.
+    pool.write_text("from='pool'\n")
+    assert run() == f"usr/triton/config {usr} {usr} {tmp_path / 'usr'}"
+    usr.unlink()
+    assert run() == f"{usr} {usr} {tmp_path / 'usr'}"
     assert run(SDC_CONFIG_FILENAME=str(var)).startswith(f"var/tmp {var} ")
 
 

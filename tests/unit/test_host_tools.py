@@ -19,7 +19,8 @@ from tools.hostsetup import HOST_PACKAGES
 # Where each program comes from. "essential": in every Debian (Essential:
 # yes packages and what debootstrap's minbase brings), no install needed.
 PROVIDER = {
-    "apt-get": "essential", "bash": "essential", "dpkg": "essential", "dpkg-query": "essential",
+    "apt-get": "essential", "bash": "essential", "dpkg": "essential", "dpkg-deb": "essential",
+    "dpkg-query": "essential",
     "gzip": "essential", "mount": "essential", "umount": "essential", "sh": "essential", "tar": "essential",
     "sha256sum": "essential", "unshare": "essential", "python3": "essential", "make": "essential",
     "git": "git", "mkosi": "mkosi", "mkosi-chroot": "mkosi", "mkosi-install": "mkosi",

@@ -262,3 +262,66 @@ def test_port_rules_load_and_reload_in_nftables(settings, tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("chain ports") == 1 and "02:11:22:33:44:55" in res.stdout
+
+
+# -- imgadm's image sources (imgadm.conf), as Triton's joysetup.sh drives them -------------
+
+def test_imgadm_sources_as_joysetup_drives_them(tmp_path, monkeypatch, capsys):
+    """joysetup.sh: `imgadm list -H` makes imgadm.conf; json adds
+    userAgentExtra; every source is deleted (`sources -f -d`) and the
+    datacenter's IMGAPI added (`sources -f -a`). Keys imgadm does not use
+    are kept."""
+    conf = tmp_path / "config/imgadm/imgadm.conf"
+    s = dataclasses.replace(load().instances, imgadm_config=str(conf), manifests=str(tmp_path / "images"))
+    monkeypatch.setattr(ia, "load_settings", lambda: s)
+    assert ia.main(["list", "-H"]) == 0
+    assert capsys.readouterr().out == ""
+    assert json.loads(conf.read_text()) == {"sources": [{"url": u, "type": "imgapi"} for u in s.image_sources]}
+    data = json.loads(conf.read_text())
+    conf.write_text(json.dumps({**data, "userAgentExtra": "server/6b5a4f3e"}))
+    assert ia.main(["sources"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert listed == list(s.image_sources)
+    for url in listed:
+        assert ia.main(["sources", "-f", "-d", url]) == 0
+    assert ia.main(["sources", "-f", "-a", "http://imgapi.dc.example"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == 'Added image source "http://imgapi.dc.example" (type imgapi)'
+    assert json.loads(conf.read_text()) == {"sources": [{"url": "http://imgapi.dc.example", "type": "imgapi"}],
+                                            "userAgentExtra": "server/6b5a4f3e"}
+    # Again: no change, and said so; -v and -j list it.
+    assert ia.main(["sources", "-a", "http://imgapi.dc.example/"]) == 0
+    assert ia.main(["sources", "-d", "http://nowhere.example"]) == 0
+    assert ia.main(["sources", "-v"]) == 0
+    assert ia.main(["sources", "-j"]) == 0
+    out = capsys.readouterr().out
+    assert 'Already have image source "http://imgapi.dc.example/", no change' in out
+    assert 'Do not have image source "http://nowhere.example", no change' in out
+    assert "http://imgapi.dc.example  imgapi\n" in out
+    assert ia.main(["sources", "-r"]) == 0
+    assert [x["url"] for x in json.loads(conf.read_text())["sources"]] == list(s.image_sources)
+
+
+@pytest.mark.parametrize("text,says", [
+    ("{not json", "not valid JSON"),
+    ('{"sources": "http://x"}', "'sources' is a list"),
+    ('[1]', "'sources' is a list"),
+])
+def test_imgadm_refuses_a_broken_imgadm_conf_and_keeps_it(tmp_path, monkeypatch, capsys, text, says):
+    conf = tmp_path / "imgadm.conf"
+    conf.write_text(text)
+    s = dataclasses.replace(load().instances, imgadm_config=str(conf), manifests=str(tmp_path / "images"))
+    monkeypatch.setattr(ia, "load_settings", lambda: s)
+    assert ia.main(["sources", "-a", "http://imgapi.dc.example"]) == 1
+    err = capsys.readouterr().err
+    assert str(conf) in err and says in err and "remove it" in err
+    assert conf.read_text() == text
+
+
+@pytest.mark.parametrize("url", ["imgapi.dc.example", "ftp://x.example", "http://", "file:///etc/passwd"])
+def test_imgadm_sources_takes_only_http_urls(tmp_path, monkeypatch, capsys, url):
+    conf = tmp_path / "imgadm.conf"
+    s = dataclasses.replace(load().instances, imgadm_config=str(conf), manifests=str(tmp_path / "images"))
+    monkeypatch.setattr(ia, "load_settings", lambda: s)
+    assert ia.main(["sources", "-a", url]) == 1
+    assert f"image source {url!r} is not an http(s) URL" in capsys.readouterr().err
+    assert [x["url"] for x in json.loads(conf.read_text())["sources"]] == list(s.image_sources)

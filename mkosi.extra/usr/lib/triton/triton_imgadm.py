@@ -13,9 +13,19 @@ whole, the dataset is <pool>/<uuid>-partial (see triton_settings.PARTIAL).
                                     beside it
   imgadm import FILE.tar.zst        with its manifest beside it as FILE.json
   imgadm install -m MANIFEST -f FILE
-  imgadm list [-j]
+  imgadm list [-j] [-H]             -H: no header line
+  imgadm sources [-j|-v]            the image servers, one URL a line
+  imgadm sources [-f] -a URL [-t imgapi|docker|dsapi] [-k]
+  imgadm sources [-f] -d URL
+  imgadm sources -r                 back to the default
   imgadm get UUID
   imgadm delete UUID                refused while an instance uses the image
+
+The image servers are kept in imgadm.conf (platform.yaml's imgadm_config,
+under /usr/triton/config as on Triton's Linux nodes), written with the
+default source by `imgadm list` or `imgadm sources` when there is none, as Triton's
+joysetup.sh expects (it runs `imgadm list -H` to make it, edits it with
+json, then replaces the sources with the datacenter's IMGAPI).
 """
 
 from __future__ import annotations
@@ -133,6 +143,95 @@ def installed(settings: InstanceSettings) -> list[dict[str, Any]]:
         if ti.zfs_exists(f"{settings.dataset(m.get('uuid', ''))}@{settings.snapshot}"):
             out.append(m)
     return out
+
+
+SOURCE_TYPES = ("imgapi", "docker", "dsapi")
+
+
+def default_config(settings: InstanceSettings) -> dict[str, Any]:
+    return {"sources": [{"url": u, "type": "imgapi"} for u in settings.image_sources]}
+
+
+def write_config(path: Path, data: dict[str, Any]) -> None:
+    """Whole or not at all: a reader never sees half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".new")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise InstanceError(f"{path}: cannot write it ({e.strerror or e})") from None
+
+
+def load_config(settings: InstanceSettings) -> dict[str, Any]:
+    """imgadm.conf, written with the default sources if there is none.
+    Keys imgadm does not use (userAgentExtra, ...) are kept as they are."""
+    path = Path(settings.imgadm_config)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        data = default_config(settings)
+        write_config(path, data)
+        return data
+    except OSError as e:
+        raise InstanceError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:
+        raise InstanceError(f"{path}: not valid JSON ({e}); fix it, or remove it to start again "
+                            f"from the default sources") from None
+    sources = data.get("sources", []) if isinstance(data, dict) else None
+    if not isinstance(sources, list) or not all(isinstance(x, dict) and isinstance(x.get("url"), str)
+                                                for x in sources):
+        raise InstanceError(f"{path}: must be an object whose 'sources' is a list of "
+                            f"{{\"url\": ..., \"type\": ...}}; fix it, or remove it to start again "
+                            f"from the default sources")
+    return data
+
+
+def source_url(url: str) -> str:
+    """An image server's URL as given, if it is one."""
+    u = urllib.parse.urlparse(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise InstanceError(f"image source {url!r} is not an http(s) URL (e.g. http://imgapi.mydc.example.com)")
+    return url
+
+
+def same_url(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def sources(settings: InstanceSettings, add: Optional[str], delete: Optional[str], reset: bool,
+            kind: str, insecure: bool, as_json: bool, verbose: bool) -> None:
+    """`imgadm sources`: list, add, delete or reset the image servers."""
+    path = Path(settings.imgadm_config)
+    cfg = load_config(settings)
+    have: list[dict[str, Any]] = cfg.setdefault("sources", [])
+    if add is not None:
+        url = source_url(add)
+        if any(same_url(x["url"], url) for x in have):
+            say(f'Already have image source "{url}", no change')
+            return
+        have.append({"url": url, "type": kind, **({"insecure": True} if insecure else {})})
+        write_config(path, cfg)
+        say(f'Added image source "{url}" (type {kind})')
+    elif delete is not None:
+        keep = [x for x in have if not same_url(x["url"], delete)]
+        if len(keep) == len(have):
+            say(f'Do not have image source "{delete}", no change')
+            return
+        cfg["sources"] = keep
+        write_config(path, cfg)
+        say(f'Deleted image source "{delete}"')
+    elif reset:
+        cfg["sources"] = default_config(settings)["sources"]
+        write_config(path, cfg)
+        say("Image sources reset to the default: " + (", ".join(settings.image_sources) or "none"))
+    elif as_json:
+        say(json.dumps(have, indent=2))
+    else:
+        for x in have:
+            say(f"{x['url']}  {x.get('type', 'imgapi')}{'  insecure' if x.get('insecure') else ''}"
+                if verbose else x["url"])
 
 
 CLONE_NEWUSER = 0x10000000
@@ -352,13 +451,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser("install", help="install an image from a manifest and a file")
     p.add_argument("-m", dest="manifest", required=True)
     p.add_argument("-f", dest="file", required=True)
-    sub.add_parser("list").add_argument("-j", dest="json", action="store_true")
+    p = sub.add_parser("list", help="the installed images")
+    p.add_argument("-j", dest="json", action="store_true", help="as JSON")
+    p.add_argument("-H", dest="no_header", action="store_true", help="no header line")
+    p = sub.add_parser("sources", help="the image servers imgadm imports from")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("-a", dest="add", metavar="URL", help="add an image server")
+    action.add_argument("-d", dest="delete", metavar="URL", help="remove an image server")
+    action.add_argument("-r", dest="reset", action="store_true", help="back to the default image server")
+    action.add_argument("-j", dest="json", action="store_true", help="list as JSON")
+    action.add_argument("-v", dest="verbose", action="store_true", help="list with each one's type")
+    p.add_argument("-t", dest="type", choices=SOURCE_TYPES, default="imgapi", help="with -a: the server's kind")
+    p.add_argument("-k", dest="insecure", action="store_true", help="with -a: do not check its TLS certificate")
+    p.add_argument("-f", dest="force", action="store_true",
+                   help="do not check that the server answers (imgadm never checks it here)")
     sub.add_parser("get").add_argument("uuid")
     sub.add_parser("delete").add_argument("uuid")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
-        if args.cmd in ("import", "install"):
+        if args.cmd == "list":
+            # Made here if there is none, as joysetup.sh expects of `imgadm list -H`.
+            load_config(settings)
+        if args.cmd == "sources":
+            sources(settings, args.add, args.delete, args.reset, args.type, args.insecure, args.json, args.verbose)
+        elif args.cmd in ("import", "install"):
             if args.cmd == "install":
                 manifest_src, file_src = args.manifest, args.file
             elif args.source.endswith(TAR_SUFFIXES) and not is_url(args.source):
@@ -381,7 +498,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          str(m.get("published_at", "-"))[:10]] for m in images]
                 header = ["UUID", "NAME", "VERSION", "OS", "TYPE", "PUB"]
                 widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-                for r in [header, *rows]:
+                for r in rows if args.no_header else [header, *rows]:
                     say("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
         elif args.cmd == "get":
             manifest = manifest_path(args.uuid, settings)

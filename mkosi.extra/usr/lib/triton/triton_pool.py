@@ -7,6 +7,8 @@ systemd, and keeps no state of its own beyond /run/triton/pool.
   triton-pool setup [--force] [--yes] --layout single|mirror|raidz|raidz2 DISK...
   triton-pool setup --answers FILE   the same, from an answers file
   triton-pool factory-reset [--yes] [--cancel] [--reboot]
+  triton-pool adopt                  put to use the pool Triton's joysetup.sh
+                                     just made (triton-lxd.service runs it)
 
 Run by the initrd, inside the verified root before switch-root:
   triton-pool boot       hostid, load ZFS, import, identify the system
@@ -44,7 +46,7 @@ from triton_pool_identity import keep_identity, save_root  # noqa: E402
 from triton_pool_import import boot  # noqa: E402
 from triton_pool_reset import factory_reset  # noqa: E402
 from triton_pool_restore import restore  # noqa: E402
-from triton_pool_setup import Answers, parse_answers, setup, use_now  # noqa: E402
+from triton_pool_setup import Answers, adopt, parse_answers, setup, use_now  # noqa: E402
 from triton_pool_state import (  # noqa: E402
     PROG, STATE, PoolError, confirm, issue_text, load_settings, read_state, run, say,
 )
@@ -70,6 +72,14 @@ def status(settings: PoolSettings, as_json: bool) -> int:
     return 0
 
 
+def keep(settings: PoolSettings) -> None:
+    """After a setup on the running node: its identity (machine-id, ssh
+    host keys, booter's files, root's password and keys) kept on the pool
+    as it is now, so the next boot restores it and is the same node."""
+    say(f"kept on the pool: {', '.join(keep_identity(settings.config_dir))}")
+    save_root(settings)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description="The node's system pool.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     fr.add_argument("--yes", action="store_true")
     fr.add_argument("--cancel", action="store_true")
     fr.add_argument("--reboot", action="store_true")
+    sub.add_parser("adopt", help="put to use the pool Triton's joysetup.sh just made on this running node")
     for name in ("boot", "restore", "save-root"):
         sub.add_parser(name, help=argparse.SUPPRESS)
     a = parser.parse_args(argv)
@@ -96,6 +107,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return restore(settings)
         if a.command == "save-root":
             return save_root(settings)
+        if a.command == "adopt":
+            adopt(settings)
+            keep(settings)
+            return 0
         if a.command == "status":
             return status(settings, a.json)
         if a.command == "factory-reset":
@@ -124,11 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         say(done)
         if not done.startswith("already set up"):
             use_now(settings)
-            # The node's identity (machine-id, ssh host keys, booter's
-            # files, root's password and keys) kept on the pool as it is
-            # now: the next boot restores it, and is the same node.
-            say(f"kept on the pool: {', '.join(keep_identity(settings.config_dir))}")
-            save_root(settings)
+            keep(settings)
         return 0
     except PoolError as e:
         print(f"{PROG}: {e}", file=sys.stderr)

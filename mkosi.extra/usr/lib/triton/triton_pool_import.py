@@ -14,8 +14,8 @@ from triton_pool_disks import parse_import_listing
 from triton_pool_hostid import ensure_hostid, load_zfs
 from triton_pool_reset import FACTORY_RESET, destroy_and_clear, factory_reset_requested
 from triton_pool_setup import SETUP_INCOMPLETE, interrupted_summary, load_answers, setup
-from triton_pool_state import MOUNT_FLAG, RUN, PoolError, lines, run, say, write_state
-from triton_pool_zfs import create_dataset, imported_pools, mount_order, pool_comment, pool_health, system_pools
+from triton_pool_state import MOUNT_FLAG, RUN, PoolError, run, say, write_state
+from triton_pool_zfs import ensure_datasets, imported_pools, pool_comment, pool_health, system_pools
 from triton_settings import PoolSettings
 
 
@@ -144,14 +144,3 @@ def finish_setup(pool: str, note: Callable[[str], None]) -> None:
     if pool_comment(pool) == SETUP_INCOMPLETE:
         run("zpool", "set", "comment=", pool)
         note(f"setup was interrupted after its marker was written: pool '{pool}' is whole; finished its last step")
-
-
-def ensure_datasets(settings: PoolSettings, note: Any) -> None:
-    """A pool set up by an older platform may lack a dataset this one mounts:
-    create it (empty, never touching what is there)."""
-    have = set(lines("zfs", "list", "-H", "-o", "name", "-r", settings.name))
-    for d in mount_order(settings.datasets):
-        name = settings.full(d.name)
-        if name not in have:
-            create_dataset(name, d.mountpoint)
-            note(f"created missing dataset {name} ({d.mountpoint})")

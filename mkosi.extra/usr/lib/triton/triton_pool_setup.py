@@ -20,8 +20,8 @@ from triton_pool_disks import (
 )
 from triton_pool_state import BOOT_FILES, MOUNT_FLAG, RUN, PoolError, read_state, run, say, write_state
 from triton_pool_zfs import (
-    create_dataset, imported_pools, is_mountpoint, mount_order, mount_zfs, pool_comment, pool_health, system_pools,
-    umount,
+    create_dataset, ensure_datasets, imported_pools, is_mountpoint, mount_order, mount_zfs, pool_comment,
+    pool_health, system_pools, umount,
 )
 from triton_settings import Dataset, PoolSettings
 
@@ -161,7 +161,7 @@ def setup(settings: PoolSettings, answers: Answers, report: Callable[[str], None
     return done
 
 
-def use_now(settings: PoolSettings, report: Callable[[str], None] = say) -> None:
+def use_now(settings: PoolSettings, report: Callable[[str], None] = say, move_config: bool = True) -> None:
     """After a setup on a running node (as joysetup.sh does on one): the
     datasets mounted where they belong, but for the seeded ones (/var: the
     node keeps its live one until the next boot mounts the pool's, which
@@ -183,10 +183,36 @@ def use_now(settings: PoolSettings, report: Callable[[str], None] = say) -> None
     write_state(state)
     report(f"in use now: {', '.join(mounted) or 'nothing more to mount'}; "
            f"{', '.join(d.mountpoint for d in settings.datasets if d.seed)} moves to the pool at the next boot")
+    if not move_config:
+        return
     p = run("systemctl", "restart", "triton-config-dir.service", check=False)
     if p.returncode != 0:
         report(f"triton-config-dir did not run again ({(p.stderr or p.stdout).strip()}): "
                f"/usr/triton/config moves to the pool at the next boot")
+
+
+def adopt(settings: PoolSettings, report: Callable[[str], None] = say) -> None:
+    """The pool Triton's own joysetup.sh just made on this running node (it
+    creates `zones` with the marker, then the datasets, mounts zones/var on
+    /var and restarts triton-lxd.service, which runs this): put to use now,
+    as `triton-pool setup` leaves its own. Any dataset this platform mounts
+    that joysetup.sh did not make is made; what is not mounted yet is
+    mounted (/var is, by joysetup.sh); the pool is recorded as this boot's;
+    the journal moves onto the pool's /var. /usr/triton/config is left
+    alone: joysetup.sh moves it onto the pool itself, next."""
+    if settings.name not in system_pools(settings):
+        raise PoolError(f"no imported pool '{settings.name}' with {settings.marker} on it: nothing to put to use "
+                        f"(Triton's joysetup.sh makes both before it restarts triton-lxd.service)")
+    ensure_datasets(settings, report)
+    use_now(settings, report, move_config=False)
+    # journald still writes to the /var that zones/var now hides: back to
+    # /run, then onto the pool's /var.
+    for step in ("--relinquish-var", "--flush"):
+        p = run("journalctl", step, check=False)
+        if p.returncode != 0:
+            report(f"journalctl {step} failed ({(p.stderr or p.stdout).strip()}): "
+                   f"the journal moves to the pool at the next boot")
+            break
 
 
 def create_argv(settings: PoolSettings, layout: str, disks: Sequence[Path]) -> list[str]:

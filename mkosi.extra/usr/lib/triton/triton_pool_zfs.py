@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from triton_pool_state import RUN, PoolError, lines, run
 from triton_settings import Dataset, PoolSettings
@@ -71,3 +71,14 @@ def create_dataset(name: str, mountpoint: str) -> None:
 def mount_order(datasets: Iterable[Dataset]) -> list[Dataset]:
     """Parents before children."""
     return sorted(datasets, key=lambda d: (d.mountpoint.count("/"), d.mountpoint))
+
+
+def ensure_datasets(settings: PoolSettings, note: Callable[[str], None]) -> None:
+    """A pool set up by an older platform may lack a dataset this one mounts:
+    create it (empty, never touching what is there)."""
+    have = set(lines("zfs", "list", "-H", "-o", "name", "-r", settings.name))
+    for d in mount_order(settings.datasets):
+        name = settings.full(d.name)
+        if name not in have:
+            create_dataset(name, d.mountpoint)
+            note(f"created missing dataset {name} ({d.mountpoint})")

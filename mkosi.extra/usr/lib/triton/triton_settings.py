@@ -161,6 +161,8 @@ class InstanceSettings:
     root_dir: str
     config_dir: str
     manifests: str
+    imgadm_config: str  # imgadm.conf: its image sources
+    image_sources: tuple[str, ...]  # imgadm's sources before any is set
     bridge_suffix: str
     defaults: InstanceDefaults
     start_timeout: int

@@ -11,10 +11,15 @@
 # load_sdc_config also sets <prefix>config_inc_dir, and (through
 # load_sdc_config_filename) SDC_CONFIG_FILENAME, COMPUTE_NODE_CONFIG_FILENAME
 # and SDC_CONFIG_INC_DIR. The file is $SDC_CONFIG_FILENAME when the caller
-# set it; else $TRITON_CONFIG_DIR/node.config (/usr/triton/config, where the
-# platform puts this boot's node.config); else, as on SmartOS, the copy that
-# `sdc-server setup` fetched, /var/tmp/node.config/node.config. The generic
-# file beside it ($SDC_CONFIG_INC_DIR/generic) is read first, if there is one.
+# set it. Else, on a node not set up yet (no node.config on the pool,
+# $TRITON_POOL_CONFIG_FILENAME), the copy that `sdc-server setup` fetched,
+# /var/tmp/node.config/node.config, as SmartOS's config.sh does on an unset-up
+# compute node: CNAPI puts the operator's disk settings (layout, spares,
+# width, cache, disk_exclude) at its top, for joysetup.sh's disklayout.
+# Else $TRITON_CONFIG_DIR/node.config (/usr/triton/config, where the
+# platform puts this boot's node.config, on the pool once set up).
+# The generic file beside it ($SDC_CONFIG_INC_DIR/generic) is read first,
+# if there is one.
 #
 # node.config is data, never code: this parser reads it and nothing in it
 # is evaluated. Each line is key='value', key="value" or key=value:
@@ -28,6 +33,7 @@
 # closed, is skipped with a warning on stderr.
 
 : "${SDC_CONFIG_TEMP_FILENAME:=/var/tmp/node.config/node.config}"
+: "${TRITON_POOL_CONFIG_FILENAME:=/opt/triton/config/node.config}"
 
 _sdc_config_warn() {
     echo "config.sh: $*" >&2
@@ -37,7 +43,7 @@ _sdc_config_warn() {
 load_sdc_config_filename() {
     COMPUTE_NODE_CONFIG_FILENAME="${TRITON_CONFIG_DIR:-/usr/triton/config}/node.config"
     if [[ -z ${SDC_CONFIG_FILENAME:-} ]]; then
-        if [[ ! -f $COMPUTE_NODE_CONFIG_FILENAME && -f $SDC_CONFIG_TEMP_FILENAME ]]; then
+        if [[ ! -f $TRITON_POOL_CONFIG_FILENAME && -f $SDC_CONFIG_TEMP_FILENAME ]]; then
             COMPUTE_NODE_CONFIG_FILENAME=$SDC_CONFIG_TEMP_FILENAME
         fi
         SDC_CONFIG_FILENAME=$COMPUTE_NODE_CONFIG_FILENAME

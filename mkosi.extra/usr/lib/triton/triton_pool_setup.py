@@ -203,16 +203,17 @@ def adopt(settings: PoolSettings, report: Callable[[str], None] = say) -> None:
     if settings.name not in system_pools(settings):
         raise PoolError(f"no imported pool '{settings.name}' with {settings.marker} on it: nothing to put to use "
                         f"(Triton's joysetup.sh makes both before it restarts triton-lxd.service)")
-    ensure_datasets(settings, report)
-    use_now(settings, report, move_config=False)
-    # journald still writes to the /var that zones/var now hides: back to
-    # /run, then onto the pool's /var.
+    # First, so that what follows is logged there: journald still writes
+    # to the /var that zones/var now hides; back to /run, then onto the
+    # pool's /var.
     for step in ("--relinquish-var", "--flush"):
         p = run("journalctl", step, check=False)
         if p.returncode != 0:
             report(f"journalctl {step} failed ({(p.stderr or p.stdout).strip()}): "
                    f"the journal moves to the pool at the next boot")
             break
+    ensure_datasets(settings, report)
+    use_now(settings, report, move_config=False)
 
 
 def create_argv(settings: PoolSettings, layout: str, disks: Sequence[Path]) -> list[str]:

@@ -498,7 +498,8 @@ def test_triton_sets_the_node_up_through_ur_with_its_own_joysetup_and_agentsetup
         assert n.succeed(f"findmnt -n -o SOURCE {where}") == dataset
     # triton-lxd.service put the pool to use, and kept the node's identity on it.
     lxd = n.succeed("journalctl -b -o cat -u triton-lxd")
-    assert "in use now" in lxd and "kept on the pool: machine-id, ssh ed25519 host key" in lxd, lxd
+    assert "in use now: nothing more to mount\n" in lxd, lxd
+    assert "kept on the pool: machine-id, " in lxd and "ssh ed25519 host key" in lxd, lxd
     assert json.loads(n.succeed("triton-pool status --json"))["state"] == "imported"
     assert n.succeed("readlink /usr/triton/config") == "/opt/triton/config"
     assert n.succeed("cat /usr/triton/config/node.config") == NODE_CONFIG.rstrip("\n")
@@ -543,8 +544,9 @@ def test_usr_triton_config_holds_this_boots_files_on_the_pool(cn):
     env = n.succeed("cat /usr/triton/config/systemd.env")
     assert "PATH=/usr/node/bin:/usr/triton/bin:" in env
     assert "TRITON_AGENT_NODE_DIR=/opt/smartdc/agents/lib/node_modules" in env
+    # It was laid out before setup, in RAM; joysetup.sh moved it onto the pool.
     log = n.succeed("journalctl -b -o cat -u triton-config-dir")
-    assert "/usr/triton/config is a link to /opt/triton/config (kept on the system pool)" in log
+    assert "/usr/triton/config is a directory in RAM (no system pool is mounted)" in log
     assert "node.config from /run/triton/boot/node.config" in log
     assert "triton-networking.json from /run/triton/boot/triton-networking.json (matches its .hash)" in log
     assert "PROBLEM" not in log
@@ -747,6 +749,8 @@ def test_after_the_reboot_the_pool_joysetup_made_is_the_nodes_own(cn):
 def test_after_the_reboot_usr_triton_config_is_this_boots(cn):
     s = cn.shell
     assert s.succeed("readlink /usr/triton/config") == "/opt/triton/config"
+    assert "/usr/triton/config is a link to /opt/triton/config (kept on the system pool)" in \
+        s.succeed("journalctl -b -o cat -u triton-config-dir")
     assert s.succeed("cat /usr/triton/config/node.config") == NODE_CONFIG.rstrip("\n")
     assert s.succeed("cat /usr/triton/config/triton-networking.json") == NETWORKING
     assert s.succeed("hostname") == "cn-test-1"

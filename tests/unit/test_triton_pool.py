@@ -647,6 +647,46 @@ def test_a_pool_set_up_on_a_running_node_is_put_to_use_at_once(node, monkeypatch
         f"{where['var']} moves to the pool at the next boot")
 
 
+def test_adopt_puts_the_pool_joysetup_made_to_use_and_leaves_usr_triton_config_to_it(node, monkeypatch):
+    """triton-lxd.service (joysetup.sh restarts it once zones/var is on
+    /var): the journal moved onto the pool's /var first; a dataset this
+    platform mounts that joysetup did not make is made, what is not
+    mounted is, the pool recorded as this boot's; /usr/triton/config is
+    left for joysetup.sh's install_configs (it would fail on a link)."""
+    import triton_pool_setup as psetup
+    pstate.MOUNT_FLAG.unlink()
+    pstate.write_state({"pool": "zones", "state": "not-setup", "messages": []})
+    where = {d.name: d.mountpoint for d in node.datasets}
+    mounted, ran = [], []
+    nodelib.patch(monkeypatch, "system_pools", lambda settings, pools=None: ["zones"])
+    # joysetup.sh made and mounted all but zones/config here.
+    nodelib.patch(monkeypatch, "lines", lambda *argv: ["zones", "zones/opt", "zones/var"])
+    nodelib.patch(monkeypatch, "create_dataset", lambda name, mp: ran.append(("create", name, mp)))
+    nodelib.patch(monkeypatch, "is_mountpoint", lambda path: str(path) != where["config"])
+    nodelib.patch(monkeypatch, "mount_zfs", lambda dataset, w: mounted.append((dataset, str(w))))
+    nodelib.patch(monkeypatch, "pool_health", lambda pool: "ONLINE")
+    nodelib.patch(monkeypatch, "run", lambda *argv, check=True: ran.append(argv) or
+                  subprocess.CompletedProcess(argv, 0, "", ""))
+    said: list[str] = []
+    psetup.adopt(node, said.append)
+    assert ran == [("journalctl", "--relinquish-var"), ("journalctl", "--flush"),
+                   ("create", "zones/config", where["config"])]
+    assert mounted == [("zones/config", where["config"])]
+    assert pstate.MOUNT_FLAG.read_text() == "zones\n" and pstate.read_state()["state"] == "imported"
+    assert said == [f"created missing dataset zones/config ({where['config']})",
+                    f"in use now: zones/config on {where['config']}"]
+
+
+def test_adopt_refuses_when_there_is_no_system_pool(node, monkeypatch):
+    import triton_pool_setup as psetup
+    pstate.MOUNT_FLAG.unlink()
+    nodelib.patch(monkeypatch, "system_pools", lambda settings, pools=None: [])
+    nodelib.patch(monkeypatch, "run", lambda *argv, check=True: pytest.fail(f"ran {argv}"))
+    with pytest.raises(pstate.PoolError, match=r"no imported pool 'zones' with \.system_pool on it"):
+        psetup.adopt(node, print)
+    assert not pstate.MOUNT_FLAG.exists()
+
+
 def test_copy_tree_keeps_modes_links_and_times(tmp_path):
     import triton_pool_setup as psetup
     src, dst = tmp_path / "var", tmp_path / "seed"

@@ -169,10 +169,13 @@ def use_now(settings: PoolSettings, report: Callable[[str], None] = say, move_co
     `triton-pool status`, the console's note); /usr/triton/config moved
     onto the pool (triton-config-dir again), so what setup scripts write
     there (triton-setup-state.json) is kept."""
-    mounted = []
+    mounted, later = [], []
     for d in mount_order(settings.datasets):
         where = Path(d.mountpoint)
-        if d.seed or is_mountpoint(where):
+        if is_mountpoint(where):
+            continue
+        if d.seed:
+            later.append(d.mountpoint)
             continue
         mount_zfs(settings.full(d.name), where)
         mounted.append(f"{settings.full(d.name)} on {where}")
@@ -181,8 +184,8 @@ def use_now(settings: PoolSettings, report: Callable[[str], None] = say, move_co
     state.update(state="imported", pool=settings.name, health=pool_health(settings.name), set_up_live=True)
     state.setdefault("messages", []).append(f"set up while running; mounted {', '.join(mounted) or 'nothing'}")
     write_state(state)
-    report(f"in use now: {', '.join(mounted) or 'nothing more to mount'}; "
-           f"{', '.join(d.mountpoint for d in settings.datasets if d.seed)} moves to the pool at the next boot")
+    report(f"in use now: {', '.join(mounted) or 'nothing more to mount'}"
+           + (f"; {', '.join(later)} moves to the pool at the next boot" if later else ""))
     if not move_config:
         return
     p = run("systemctl", "restart", "triton-config-dir.service", check=False)

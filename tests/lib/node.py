@@ -156,7 +156,10 @@ class Shell:
             _, status = self.execute("systemctl status --no-pager -n 10 --failed", 30)
             raise AssertionError(f"failed units{self.VIA}: {failed} (expected {sorted(expected_failed)}):\n{status}")
         if not expected_failed and rc != 0:
-            raise AssertionError(f"systemctl is-system-running{self.VIA}: {state} (exit status {rc})")
+            _, jobs = self.execute("systemctl list-jobs --no-pager; systemctl list-units --no-pager --plain "
+                                   "--state=activating,deactivating", 60)
+            raise AssertionError(f"systemctl is-system-running{self.VIA}: {state} (exit status {rc}); "
+                                 f"what the boot still waits for:\n{jobs}")
 
 
 class Node(Shell):

@@ -94,8 +94,8 @@ def enabled_units(root):
     return sorted(u for u in units if ("@" not in u or not u.endswith("@.service")) and not masked(root, u))
 
 
-@pytest.mark.parametrize("unit", ["zfs-mount.service", "zfs-volume-wait.service", "systemd-network-generator.service",
-                                  "nftables.service"])
+@pytest.mark.parametrize("unit", ["zfs-mount.service", "zfs-volume-wait.service", "zfs-volumes.target",
+                                  "systemd-network-generator.service", "nftables.service"])
 def test_what_must_never_run_is_masked(image_root, unit):
     """zfs mount -a would mount a foreign pool's datasets; zvol_wait would hold
     the boot for zvols nothing uses (10 min when a link never appears); the network

@@ -88,13 +88,11 @@ HOST_PACKAGES: dict[str, str] = {
     "python3-pika": "the ur agent's AMQP client, for its unit tests",
     "rabbitmq-server": "the ur agent's test runs a private RabbitMQ to play the headnode's",
     "flake8": "make check lints the Python (pyflakes and pycodestyle)",
-    "libgnutls30": "chronyd's libraries (HOST_UNPACKED)",
-    "libseccomp2": "chronyd's libraries (HOST_UNPACKED)",
-    "libcap2": "chronyd's libraries (HOST_UNPACKED)",
 }
 # Debian packages unpacked under UNPACKED_DIR, never installed, for a
 # program the tests run: installing them would replace one of the host's
-# own services. Their libraries are in HOST_PACKAGES.
+# own services. What they depend on (their libraries) is installed, from
+# the package's own Depends.
 HOST_UNPACKED: dict[str, str] = {
     "chrony": "chronyd, the headnode's NTP server for the boot test that runs Triton's joysetup.sh (it sets "
               "the node's clock from node.config's ntp_hosts); installed, chrony would replace the host's "
@@ -262,27 +260,41 @@ def unpacked(pkg: str) -> Path:
 
 
 def unpack(pkg: str, say: Callable[[str], None]) -> None:
-    """Download `pkg` from the host's archive and unpack it (dpkg-deb -x),
-    once; a half-done earlier try is started again."""
+    """Download `pkg` from the host's archive, install what it depends on
+    (apt-get satisfy with its Depends: its libraries, whatever they are
+    called on this release) and unpack it (dpkg-deb -x), once. A half-done
+    earlier try is started again."""
     dest = unpacked(pkg)
     if (dest / ".unpacked").exists():
         return
     say(f"hostsetup: unpacking {pkg} ({HOST_UNPACKED[pkg]}) into {dest}")
     UNPACKED_DIR.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(dest, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=UNPACKED_DIR) as tmp:
-        get = ["apt-get", "-q", "-o", "APT::Sandbox::User=root", "download", pkg]
-        res = subprocess.run(get, cwd=tmp, capture_output=True, text=True)
+        argv = ["apt-get", "-q", "-o", "APT::Sandbox::User=root", "download", pkg]
+        res = subprocess.run(argv, cwd=tmp, capture_output=True, text=True)
         if res.returncode != 0:
             apt(["update"])
-            res = subprocess.run(get, cwd=tmp, capture_output=True, text=True)
+            res = subprocess.run(argv, cwd=tmp, capture_output=True, text=True)
         debs = sorted(Path(tmp).glob(f"{pkg}_*.deb"))
         if res.returncode != 0 or not debs:
             raise HostError(f"'apt-get download {pkg}' failed: Debian's package archive is not reachable or "
                             f"lacks it; check /etc/apt/sources.list*.\n{(res.stdout + res.stderr).strip()}")
-        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(Path(tmp) / "root")], check=True)
+        fields = subprocess.run(["dpkg-deb", "-f", str(debs[-1]), "Depends"], capture_output=True, text=True)
+        if fields.stdout.strip():
+            apt(["satisfy", "--no-install-recommends", fields.stdout.strip()])
+        res = subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(Path(tmp) / "root")], capture_output=True,
+                             text=True)
+        if fields.returncode != 0 or res.returncode != 0:
+            raise HostError(f"{debs[-1].name}: cannot read or unpack it ({(fields.stderr + res.stderr).strip()}); "
+                            f"remove {UNPACKED_DIR} and run `make setup` again")
         (Path(tmp) / "root/.unpacked").write_text(debs[-1].name + "\n")
-        os.replace(Path(tmp) / "root", dest)
+        try:
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(Path(tmp) / "root", dest)
+        except OSError as e:
+            raise HostError(f"{dest}: cannot replace it ({e.strerror or e}); remove it and run `make setup` "
+                            f"again") from None
 
 
 def setup(host: Host, say: Callable[[str], None] = print) -> None:

@@ -225,8 +225,9 @@ def ntp(net, tmp_path_factory):
     if not chronyd.exists():
         pytest.fail(f"{chronyd} is missing: `make setup` unpacks Debian's chrony for this test")
     d = tmp_path_factory.mktemp("ntp")
+    # No command port, no command socket (the host's /run/chrony is left alone).
     (d / "chrony.conf").write_text(f"local stratum 10\nallow all\nbindaddress {NTP}\nport 123\ncmdport 0\n"
-                                   f"pidfile {d / 'chronyd.pid'}\n")
+                                   f"bindcmdaddress /\npidfile {d / 'chronyd.pid'}\n")
     with (d / "chronyd.log").open("w") as log:
         proc = subprocess.Popen(["ip", "netns", "exec", net.name, str(chronyd), "-x", "-d", "-u", "root",
                                  "-f", str(d / "chrony.conf")], stdout=log, stderr=subprocess.STDOUT)
@@ -486,7 +487,7 @@ def test_triton_sets_the_node_up_through_ur_with_its_own_joysetup_and_agentsetup
     # Setup read the operator's layout from the fetched node.config, and
     # the clock from the headnode's NTP server.
     assert "Clock OK" in n.succeed("cat /var/log/joysetup.log")
-    assert "check_ntp(): ntpdate -b 192.168.77.1" in n.succeed("cat /var/log/joysetup.log")
+    assert f"check_ntp(): ntpdate -b {NTP}" in n.succeed("cat /var/log/joysetup.log")
     status = n.succeed("zpool status zones")
     assert re.search(r"mirror-0\s+ONLINE.*\n\s+vda\s+ONLINE.*\n\s+vdb\s+ONLINE", status), status
     assert n.succeed("zfs list -H -o name -r zones").split() == \

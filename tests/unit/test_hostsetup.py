@@ -1,3 +1,6 @@
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from tools import hostsetup as hs
@@ -79,3 +82,48 @@ def test_the_repository_names_no_mirror():
     grep = subprocess.run(["git", "grep", "-lE", "deb\\.debian\\.org|URIs: http", "--", ":!tests"],
                           capture_output=True, text=True, cwd=top).stdout.split()
     assert grep == [], grep
+
+
+def test_unpack_downloads_installs_its_depends_and_replaces_a_half_done_try(tmp_path, monkeypatch):
+    """apt-get download (again after apt-get update when the lists are
+    missing), apt-get satisfy with the package's own Depends, dpkg-deb -x;
+    a folder an earlier try left is replaced; done once."""
+    monkeypatch.setattr(hs, "UNPACKED_DIR", tmp_path / "unpacked")
+    (tmp_path / "unpacked/chrony/leftover").mkdir(parents=True)
+    apt_calls, downloads = [], []
+
+    def fake_run(argv, cwd=None, capture_output=False, text=False, **kw):
+        if argv[:2] == ["apt-get", "-q"] and "download" in argv:
+            downloads.append(argv)
+            if len(downloads) == 1:
+                return subprocess.CompletedProcess(argv, 100, "", "E: no lists")
+            (Path(cwd) / "chrony_4.3_amd64.deb").write_bytes(b"deb")
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        if argv[:2] == ["dpkg-deb", "-f"]:
+            return subprocess.CompletedProcess(argv, 0, "libc6 (>= 2.34), libgnutls30 (>= 3.7.5)\n", "")
+        if argv[:2] == ["dpkg-deb", "-x"]:
+            (Path(argv[3]) / "usr/sbin").mkdir(parents=True)
+            (Path(argv[3]) / "usr/sbin/chronyd").write_text("")
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        raise AssertionError(f"unexpected {argv}")
+
+    monkeypatch.setattr(hs.subprocess, "run", fake_run)
+    monkeypatch.setattr(hs, "apt", lambda args: apt_calls.append(list(args)))
+    hs.unpack("chrony", lambda msg: None)
+    dest = tmp_path / "unpacked/chrony"
+    assert (dest / "usr/sbin/chronyd").exists() and not (dest / "leftover").exists()
+    assert (dest / ".unpacked").read_text() == "chrony_4.3_amd64.deb\n"
+    assert apt_calls == [["update"], ["satisfy", "--no-install-recommends", "libc6 (>= 2.34), libgnutls30 (>= 3.7.5)"]]
+    assert len(downloads) == 2
+    hs.unpack("chrony", lambda msg: pytest.fail(msg))
+    assert len(downloads) == 2
+
+
+def test_unpack_says_what_to_do_when_the_archive_lacks_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(hs, "UNPACKED_DIR", tmp_path / "unpacked")
+    monkeypatch.setattr(hs.subprocess, "run",
+                        lambda argv, **kw: subprocess.CompletedProcess(argv, 100, "", "E: Unable to locate package"))
+    monkeypatch.setattr(hs, "apt", lambda args: None)
+    with pytest.raises(hs.HostError, match=r"'apt-get download chrony' failed.*sources.list"):
+        hs.unpack("chrony", lambda msg: None)
+    assert not (tmp_path / "unpacked/chrony").exists()

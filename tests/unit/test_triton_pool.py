@@ -668,13 +668,17 @@ def test_adopt_puts_the_pool_joysetup_made_to_use_and_leaves_usr_triton_config_t
     nodelib.patch(monkeypatch, "run", lambda *argv, check=True: ran.append(argv) or
                   subprocess.CompletedProcess(argv, 0, "", ""))
     said: list[str] = []
-    psetup.adopt(node, said.append)
+    assert psetup.adopt(node, said.append) is True
     assert ran == [("journalctl", "--relinquish-var"), ("journalctl", "--flush"),
                    ("create", "zones/config", where["config"])]
     assert mounted == [("zones/config", where["config"])]
     assert pstate.MOUNT_FLAG.read_text() == "zones\n" and pstate.read_state()["state"] == "imported"
     assert said == [f"created missing dataset zones/config ({where['config']})",
                     f"in use now: zones/config on {where['config']}"]
+    # Restarted by hand on a node whose pool is in use: nothing.
+    ran.clear()
+    assert psetup.adopt(node, said.append) is False
+    assert ran == [] and said[-1] == "pool 'zones' is already in use on this node: nothing to do"
 
 
 def test_adopt_refuses_when_there_is_no_system_pool(node, monkeypatch):

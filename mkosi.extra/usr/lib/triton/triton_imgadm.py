@@ -156,10 +156,7 @@ def write_config(path: Path, data: dict[str, Any]) -> None:
     """Whole or not at all: a reader never sees half a file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".new")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
+        ti.write_durable(path, json.dumps(data, indent=2) + "\n", 0o644)
     except OSError as e:
         raise InstanceError(f"{path}: cannot write it ({e.strerror or e})") from None
 
@@ -471,8 +468,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         settings = load_settings()
         if args.cmd == "list":
-            # Made here if there is none, as joysetup.sh expects of `imgadm list -H`.
-            load_config(settings)
+            # Made here if there is none, as joysetup.sh expects of `imgadm
+            # list -H`; a broken one does not keep the images from being listed.
+            try:
+                load_config(settings)
+            except InstanceError as e:
+                print(f"{PROG}: warning: {e}", file=sys.stderr)
         if args.cmd == "sources":
             sources(settings, args.add, args.delete, args.reset, args.type, args.insecure, args.json, args.verbose)
         elif args.cmd in ("import", "install"):
@@ -482,8 +483,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 stem = next(args.source[: -len(s)] for s in TAR_SUFFIXES if args.source.endswith(s))
                 manifest_src, file_src = stem + ".json", args.source
             elif is_uuid(args.source):
-                raise InstanceError(f"import {args.source}: importing by UUID needs an image server (IMGAPI), "
-                                    f"and this node has none configured; give the manifest's path or URL")
+                raise InstanceError(f"import {args.source}: this imgadm cannot import by UUID from an image "
+                                    f"server yet; give the image's manifest (a path or an http(s) URL)")
             else:
                 manifest_src, file_src = args.source, None
             m, new = import_image(manifest_src, file_src, settings)

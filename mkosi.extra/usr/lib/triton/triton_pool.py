@@ -108,8 +108,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.command == "save-root":
             return save_root(settings)
         if a.command == "adopt":
-            adopt(settings)
-            keep(settings)
+            if adopt(settings):
+                keep(settings)
             return 0
         if a.command == "status":
             return status(settings, a.json)

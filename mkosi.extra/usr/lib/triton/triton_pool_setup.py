@@ -194,7 +194,7 @@ def use_now(settings: PoolSettings, report: Callable[[str], None] = say, move_co
                f"/usr/triton/config moves to the pool at the next boot")
 
 
-def adopt(settings: PoolSettings, report: Callable[[str], None] = say) -> None:
+def adopt(settings: PoolSettings, report: Callable[[str], None] = say) -> bool:
     """The pool Triton's own joysetup.sh just made on this running node (it
     creates `zones` with the marker, then the datasets, mounts zones/var on
     /var and restarts triton-lxd.service, which runs this): put to use now,
@@ -202,7 +202,11 @@ def adopt(settings: PoolSettings, report: Callable[[str], None] = say) -> None:
     that joysetup.sh did not make is made; what is not mounted yet is
     mounted (/var is, by joysetup.sh); the pool is recorded as this boot's;
     the journal moves onto the pool's /var. /usr/triton/config is left
-    alone: joysetup.sh moves it onto the pool itself, next."""
+    alone: joysetup.sh moves it onto the pool itself, next. On a node whose
+    pool is already in use (restarted by hand), nothing: False."""
+    if MOUNT_FLAG.exists() and read_state().get("state") == "imported":
+        report(f"pool '{settings.name}' is already in use on this node: nothing to do")
+        return False
     if settings.name not in system_pools(settings):
         raise PoolError(f"no imported pool '{settings.name}' with {settings.marker} on it: nothing to put to use "
                         f"(Triton's joysetup.sh makes both before it restarts triton-lxd.service)")
@@ -217,6 +221,7 @@ def adopt(settings: PoolSettings, report: Callable[[str], None] = say) -> None:
             break
     ensure_datasets(settings, report)
     use_now(settings, report, move_config=False)
+    return True
 
 
 def create_argv(settings: PoolSettings, layout: str, disks: Sequence[Path]) -> list[str]:

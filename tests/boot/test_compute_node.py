@@ -795,7 +795,10 @@ def bad_node(platform, http, logs, tmp_path_factory):
     http.routes["/bad/networking.json"] = BAD_NETWORKING.encode()
     tftp = tmp_path_factory.mktemp("tftp-bad")
     (tftp / "boot.ipxe").write_text(pxe_script(http, platform, [], inject="/bad"))
-    node = Node.pxe(tftp, "boot.ipxe", logs / "cn-malformed.log")
+    disk = tmp_path_factory.mktemp("bad-disk") / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "2G"], check=True)
+    node = Node.pxe(tftp, "boot.ipxe", logs / "cn-malformed.log",
+                    extra=Node.hardware("0d7e1f2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a", [disk]))
     try:
         node.wait_for_console(r"triton-node-config: PROBLEM: /run/triton/boot/triton-networking.json: "
                               r"not valid JSON", BOOT_TIMEOUT)
@@ -838,3 +841,25 @@ def test_with_malformed_files_usr_triton_config_leaves_the_bad_one_out_and_says_
     assert ("PROBLEM: /run/triton/boot/triton-networking.json: not valid JSON" in log
             and "/usr/triton/config/triton-networking.json is absent" in log), log
     assert n.succeed("systemctl is-active triton-config-dir") == "active"
+
+
+def test_an_operator_sets_the_running_node_up_by_hand(bad_node):
+    """Without a headnode: `triton-pool setup` on the running node puts the
+    pool to use at once (/zones, /zones/config, /opt from it; the pool
+    recorded as this boot's), moves /usr/triton/config onto it (laid out
+    again, the malformed file still left out), and keeps the node's
+    identity on it."""
+    n = bad_node
+    out = n.succeed("triton-pool setup --yes --layout single /dev/disk/by-id/virtio-blank", timeout=300)
+    assert "created pool 'zones' (single of /dev/vda)" in out, out
+    assert "in use now: zones on /zones, zones/config on /zones/config, zones/opt on /opt; " \
+           "/var moves to the pool at the next boot" in out, out
+    assert "kept on the pool: machine-id, " in out, out
+    for where, dataset in (("/zones", "zones"), ("/zones/config", "zones/config"), ("/opt", "zones/opt")):
+        assert n.succeed(f"findmnt -n -o SOURCE {where}") == dataset
+    assert json.loads(n.succeed("triton-pool status --json"))["state"] == "imported"
+    assert n.succeed("readlink /usr/triton/config") == "/opt/triton/config"
+    assert n.succeed("cat /usr/triton/config/node.config") == BAD_NODE_CONFIG.rstrip("\n")
+    n.fails("ls /usr/triton/config/triton-networking.json")
+    assert json.loads(n.succeed("sysinfo"))["Setup"] == "false"
+    assert n.succeed("systemctl --failed --no-legend --plain") == ""

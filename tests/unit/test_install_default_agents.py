@@ -66,3 +66,10 @@ def test_a_failing_postinstall_fails_and_names_the_agent(tmp_path):
     res = run(tmp_path)
     assert res.returncode == 1
     assert "bad-agent: npm/postinstall.sh failed" in res.stderr
+
+
+def test_no_systemd_env_and_no_agent_dir_in_the_environment_is_fine(tmp_path):
+    res = subprocess.run([str(TOOL)], capture_output=True, text=True, timeout=30,
+                         env={"PATH": "/usr/bin:/bin", "TRITON_DEFAULT_AGENTS": str(tmp_path / "defaults"),
+                              "TRITON_CONFIG_DIR": str(tmp_path / "absent")})
+    assert res.returncode == 0 and "the platform carries no agents" in res.stdout, res.stderr

@@ -198,6 +198,15 @@ def write_file(node: Shell, path: str, text: str) -> None:
     node.succeed(f"mkdir -p $(dirname {path}) && echo {encoded} | base64 -d > {path}")
 
 
+POOL_MOUNTS = {"/zones": "zones", "/zones/config": "zones/config", "/opt": "zones/opt", "/var": "zones/var"}
+
+
+def assert_pool_mounts(shell: Shell, *paths: str) -> None:
+    """Each of these paths is mounted from its dataset of the pool."""
+    for where in paths:
+        assert shell.succeed(f"findmnt -n -o SOURCE {where}") == POOL_MOUNTS[where], where
+
+
 def agent_lines(shell: Shell) -> list[str]:
     """The agent's journal lines of this boot, once its node has started."""
     shell.succeed(f"for i in $(seq 90); do journalctl -b -o cat -u {UNIT} | grep -q '^contract-agent: up' "
@@ -494,9 +503,7 @@ def test_triton_sets_the_node_up_through_ur_with_its_own_joysetup_and_agentsetup
         ["zones", "zones/config", "zones/cores", "zones/cores/global", "zones/dump", "zones/opt", "zones/swap",
          "zones/var"]
     assert n.succeed("cat /zones/.system_pool") == ""
-    for where, dataset in (("/zones", "zones"), ("/zones/config", "zones/config"), ("/opt", "zones/opt"),
-                           ("/var", "zones/var")):
-        assert n.succeed(f"findmnt -n -o SOURCE {where}") == dataset
+    assert_pool_mounts(n, "/zones", "/zones/config", "/opt", "/var")
     # triton-lxd.service put the pool to use, and kept the node's identity on it.
     lxd = n.succeed("journalctl -b -o cat -u triton-lxd")
     assert "in use now: nothing more to mount\n" in lxd, lxd
@@ -736,9 +743,7 @@ def test_after_the_reboot_the_pool_joysetup_made_is_the_nodes_own(cn):
     wrote, its datasets' own mountpoints) and restores what triton-lxd kept
     on it: the node is the same one, set up."""
     s = cn.shell
-    for where, dataset in (("/zones", "zones"), ("/zones/config", "zones/config"), ("/opt", "zones/opt"),
-                           ("/var", "zones/var")):
-        assert s.succeed(f"findmnt -n -o SOURCE {where}") == dataset
+    assert_pool_mounts(s, "/zones", "/zones/config", "/opt", "/var")
     assert json.loads(s.succeed("triton-pool status --json"))["state"] == "imported"
     assert s.succeed("cat /etc/ssh/ssh_host_ed25519_key.pub") == cn.host_key
     assert json.loads(s.succeed("sysinfo"))["Setup"] == "true"
@@ -856,8 +861,7 @@ def test_an_operator_sets_the_running_node_up_by_hand(bad_node):
     assert in_use and sorted(in_use.group(1).split(", ")) == \
         ["zones/config on /zones/config", "zones/opt on /opt"], out
     assert "kept on the pool: machine-id, " in out, out
-    for where, dataset in (("/zones", "zones"), ("/zones/config", "zones/config"), ("/opt", "zones/opt")):
-        assert n.succeed(f"findmnt -n -o SOURCE {where}") == dataset
+    assert_pool_mounts(n, "/zones", "/zones/config", "/opt")
     assert json.loads(n.succeed("triton-pool status --json"))["state"] == "imported"
     assert n.succeed("readlink /usr/triton/config") == "/opt/triton/config"
     assert n.succeed("cat /usr/triton/config/node.config") == BAD_NODE_CONFIG.rstrip("\n")

@@ -2,9 +2,11 @@
 
 One pair of blank disks goes through a node's life, each boot a fresh QEMU
 process PXE-booted the way booter boots it: set up from an answers file,
-rebooted, booted with noimport=true, booted as another machine, booted with
-a disk missing, and factory-reset. The tests run in this order and share the
-disks.
+booted with noimport=true, booted as another machine, booted again as itself
+with a mirror disk missing, and factory-reset. The tests run in this order
+and share the disks. A clean import with every disk and no answers file is
+the compute node's reboot (test_compute_node) and the power-cut node's
+(test_power_cuts), so this node's own next import is the degraded one.
 """
 
 from __future__ import annotations
@@ -124,33 +126,6 @@ def test_first_boot_sets_up_zones_from_the_answers_file(boot, disks):
                      "&& touch /etc/cover/planted && zpool export foreign")
 
 
-def test_second_boot_imports_without_setup_input_and_keeps_the_node(boot, disks):
-    assert first, "needs the first boot"
-    with boot("second", NODE, [disks.pool0, disks.pool1, disks.foreign]) as node:
-        node.wait_for_console(r"triton-pool: pool\(s\) foreign left alone: imported but not mounted", BOOT_TIMEOUT)
-        node.wait_for_console(r"triton-pool: pool 'zones' imported, ONLINE", BOOT_TIMEOUT)
-        ready(node)
-        # The foreign pool covers nothing; revoked access stayed revoked; the
-        # lost public key was made again from the private one.
-        assert node.succeed("findmnt -rn -o SOURCE /etc/cover /root/.ssh || true") == ""
-        node.succeed("test ! -e /etc/cover/planted && test ! -e /root/.ssh/authorized_keys")
-        assert node.succeed("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub").split()[1] == first["ssh-fp"]
-        assert node.succeed("zpool list -H -o name | sort") == "foreign\nzones"
-        node.succeed("zpool export foreign")
-        assert "setting up from" not in boot_log(node)
-        assert node.succeed("zpool get -H -o value guid zones") == first["guid"]
-        assert "pool 'zones' is healthy" in node.succeed("zpool status -x zones")
-        assert node.succeed("hostid") == hostid(NODE)
-        assert node.succeed("cat /opt/persist-test /var/persist-test") == f"{TOKEN}\n{TOKEN}"
-        assert node.succeed("cat /etc/machine-id") == first["machine-id"]
-        # The journal is on the pool too: both boots are in it.
-        assert int(node.succeed("journalctl --list-boots | grep -cE '^ *-?[0-9]+ '")) >= 2
-        # A factory reset is never done without confirmation.
-        out = node.fails("triton-pool factory-reset < /dev/null")
-        assert "not confirmed" in out
-        assert node.succeed("zfs get -H -o value smartdc:factoryreset zones/var") == "-"
-
-
 def test_noimport_leaves_the_pool_alone(boot, disks):
     with boot("noimport", NODE, [disks.pool0, disks.pool1], args=["noimport=true"]) as node:
         node.wait_for_console(r"triton-pool: noimport=true: no pool imported", BOOT_TIMEOUT)
@@ -185,15 +160,35 @@ def test_another_machine_neither_takes_over_nor_destroys_the_pool(boot, disks):
         assert node.succeed("zpool list -H -o name") == ""
 
 
-def test_a_missing_mirror_disk_imports_degraded_and_says_so(boot, disks):
-    with boot("degraded", NODE, [disks.pool0], answers=True) as node:
+def test_a_later_boot_with_a_mirror_disk_missing_imports_degraded_and_keeps_the_node(boot, disks):
+    """The node's own next import, with one mirror disk gone and the answers
+    file still delivered (as booter does every boot): the pool is imported
+    DEGRADED and said so, never set up anew, and the node is the same one."""
+    assert first, "needs the first boot"
+    with boot("degraded", NODE, [disks.pool0, disks.foreign], answers=True) as node:
+        node.wait_for_console(r"triton-pool: pool\(s\) foreign left alone: imported but not mounted", BOOT_TIMEOUT)
         node.wait_for_console(r"triton-pool: pool 'zones' is DEGRADED", BOOT_TIMEOUT)
         ready(node)
+        # The foreign pool covers nothing; revoked access stayed revoked; the
+        # lost public key was made again from the private one.
+        assert node.succeed("findmnt -rn -o SOURCE /etc/cover /root/.ssh || true") == ""
+        node.succeed("test ! -e /etc/cover/planted && test ! -e /root/.ssh/authorized_keys")
+        assert node.succeed("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub").split()[1] == first["ssh-fp"]
+        assert node.succeed("zpool list -H -o name | sort") == "foreign\nzones"
+        node.succeed("zpool export foreign")
         assert "setting up from" not in boot_log(node)
-        assert node.succeed("cat /opt/persist-test") == TOKEN
+        assert node.succeed("zpool get -H -o value guid zones") == first["guid"]
         assert "DEGRADED" in node.succeed("triton-pool status")
         assert "DEGRADED" in node.succeed("cat /run/issue.d/*.issue")
-        assert node.succeed("zpool get -H -o value guid zones") == first["guid"]
+        assert node.succeed("hostid") == hostid(NODE)
+        assert node.succeed("cat /opt/persist-test /var/persist-test") == f"{TOKEN}\n{TOKEN}"
+        assert node.succeed("cat /etc/machine-id") == first["machine-id"]
+        # The journal is on the pool too: the first boot is in it.
+        assert int(node.succeed("journalctl --list-boots | grep -cE '^ *-?[0-9]+ '")) >= 2
+        # A factory reset is never done without confirmation.
+        out = node.fails("triton-pool factory-reset < /dev/null")
+        assert "not confirmed" in out
+        assert node.succeed("zfs get -H -o value smartdc:factoryreset zones/var") == "-"
         # The operator asks for a factory reset of this node.
         out = node.succeed("triton-pool factory-reset --yes")
         assert "destroyed at the next boot" in out

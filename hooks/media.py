@@ -47,19 +47,24 @@ class MediaError(Exception):
 class Entry:
     title: str
     args: tuple[str, ...]
+    # A key that boots this entry at once from the menu (GRUB's --hotkey),
+    # shown in its title: on a serial console, easier than the arrow keys.
+    hotkey: Optional[str] = None
 
 
 def menu_entries(stamp: str, settings: PlatformConfig) -> list[Entry]:
-    """Serial console first (the default, as Triton's linux-live), VGA, and
-    a rescue entry that imports no pool."""
+    """Serial console first (the default, as Triton's linux-live), VGA, a
+    rescue entry that imports no pool, and one that leaves the root on the
+    medium (triton.toram=0: less RAM, read through dm-verity)."""
     media = [f"triton.media={settings.media.volume_label(stamp)}"]
     serial = [*settings.boot.args, *media]
     vga = [a for a in settings.boot.args if not a.startswith("console=")] + ["console=ttyS1,115200n8",
                                                                              "console=tty0", *media]
     return [
         Entry(f"Triton Linux {stamp} (serial console)", tuple(serial)),
-        Entry(f"Triton Linux {stamp} (VGA console)", tuple(vga)),
-        Entry(f"Triton Linux {stamp} rescue (no pool import)", tuple([*serial, "noimport=true"])),
+        Entry(f"Triton Linux {stamp} (VGA console) [v]", tuple(vga), "v"),
+        Entry(f"Triton Linux {stamp} rescue (no pool import) [r]", tuple([*serial, "noimport=true"]), "r"),
+        Entry(f"Triton Linux {stamp} root left on the medium [m]", tuple([*serial, "triton.toram=0"]), "m"),
     ]
 
 

@@ -745,6 +745,10 @@ def test_after_the_reboot_the_pool_joysetup_made_is_the_nodes_own(cn):
     s = cn.shell
     assert_pool_mounts(s, "/zones", "/zones/config", "/opt", "/var")
     assert json.loads(s.succeed("triton-pool status --json"))["state"] == "imported"
+    # Imported clean, with every disk and no answers file (test_pool's own
+    # next import is its degraded one).
+    assert "pool 'zones' is healthy" in s.succeed("zpool status -x zones")
+    assert "Pool zones: imported, ONLINE." in s.succeed("cat /run/issue.d/50-triton-pool.issue")
     assert s.succeed("cat /etc/ssh/ssh_host_ed25519_key.pub") == cn.host_key
     assert json.loads(s.succeed("sysinfo"))["Setup"] == "true"
     assert s.succeed("imgadm sources") == "http://imgapi.test-dc.test.example"

@@ -6,9 +6,11 @@ node.config from a FAT filesystem labelled TRITONCFG (the USB image's own
 config partition, or a second disk beside the DVD), and no longer needs the
 medium (the root was copied to RAM).
 
-With triton.toram=0 the root stays on the medium and is read only through
-dm-verity, against the root hash bound into the initrd: a medium changed
-after the build, or an initrd expecting another root, stops the boot.
+With triton.toram=0 (the menu's "root left on the medium" entry, which the
+USB stick boots under UEFI) the root stays on the medium and is read only
+through dm-verity, against the root hash bound into the initrd: a medium
+changed after the build, or an initrd expecting another root, stops the
+boot (-kernel/-initrd boots with the DVD attached).
 """
 
 from __future__ import annotations
@@ -103,30 +105,89 @@ def boot(platform, media, logs, medium: str, firmware: str) -> Node:
     return Node(argv, logs / f"media-{medium}-{firmware}.log")
 
 
+# The USB stick under UEFI boots the menu's entry that leaves the root on
+# the medium (triton.toram=0), chosen by its key as an operator would at the
+# serial console; the other three boot the default entry (root copied to RAM).
+ON_MEDIUM = ("usb", "uefi")
+
+
 @pytest.mark.parametrize("medium,firmware", [("dvd", "bios"), ("dvd", "uefi"), ("usb", "bios"), ("usb", "uefi")])
 def test_boots_from_live_media(platform, media, logs, medium, firmware):
     if firmware == "uefi" and not OVMF_CODE.is_file():
         pytest.fail(f"{OVMF_CODE} is missing: `make setup` installs Debian's ovmf")
+    label = MEDIA.volume_label(platform.stamp)
+    on_medium = (medium, firmware) == ON_MEDIUM
     with boot(platform, media, logs, medium, firmware) as node:
-        node.wait_for_console(r"triton-fetch-rootfs: copied \d+ MiB from media:" + MEDIA.volume_label(platform.stamp),
-                              BOOT_TIMEOUT)
+        if on_medium:
+            node.expect(r"root left on the medium \[m\]", 180)
+            node.child.send("m")
+            root_on_the_medium_through_dm_verity(node, platform, medium)
+        else:
+            node.wait_for_console(r"triton-fetch-rootfs: copied \d+ MiB from media:" + label, BOOT_TIMEOUT)
         seconds = node.up(PASSWORD, BOOT_TIMEOUT)
         source = dict(line.split("=", 1) for line in node.succeed("cat /run/triton/rootfs/source").splitlines())
         expected = (platform.path / "x86_64/filesystem.squashfs.sha256").read_text().split()[0]
         # The same root a network boot of this build verifies.
         assert source["TRITON_PLATFORM"] == platform.stamp
         assert source["TRITON_ROOTFS_SHA256"] == expected
-        assert source["TRITON_ROOTFS_URL"].startswith(f"media:{MEDIA.volume_label(platform.stamp)}:/dev/")
+        assert source["TRITON_ROOTFS_URL"].startswith(f"media:{label}:/dev/")
         assert f"Live Image: {platform.stamp}" in node.succeed("cat /etc/product")
         assert node.succeed("findmnt -n -o FSTYPE /") == "overlay"
-        # Copied to RAM: nothing of the medium is mounted any more.
-        assert node.succeed("findmnt -rn -o SOURCE,FSTYPE | grep -c -e iso9660 -e vfat || true") == "0"
+        if on_medium:
+            the_root_is_read_from_the_medium_through_dm_verity(node, platform, source)
+        else:
+            # Copied to RAM: nothing of the medium is mounted any more.
+            assert node.succeed("findmnt -rn -o SOURCE,FSTYPE | grep -c -e iso9660 -e vfat || true") == "0"
         efi = node.execute("test -d /sys/firmware/efi")[0] == 0
         assert efi == (firmware == "uefi")
         # node.config from the config filesystem, applied.
         assert node.succeed("hostname") == "cn-from-media"
         assert node.succeed("systemctl --failed --no-legend --plain") == ""
-        print(f"\nfigure: {medium} {firmware}: QEMU start to login {seconds:.1f} s")
+        print(f"\nfigure: {medium} {firmware}{' (root on the medium)' if on_medium else ''}: "
+              f"QEMU start to login {seconds:.1f} s")
+
+
+# How the initrd names the medium: the DVD drive, or the stick's whole disk.
+MEDIUM_DEVICE = {"dvd": r"/dev/sr0", "usb": r"/dev/sd[a-z]"}
+
+
+def root_on_the_medium_through_dm_verity(node: Node, platform, medium: str) -> None:
+    """What the initrd says of triton.toram=0: the root stays on the medium,
+    every block checked against the root hash bound into the initrd."""
+    label = MEDIA.volume_label(platform.stamp)
+    node.wait_for_console(rf"triton-fetch-rootfs: booting from media:{label}:{MEDIUM_DEVICE[medium]} "
+                          r"\(triton.toram=0\)", BOOT_TIMEOUT)
+    node.wait_for_console(r"triton-fetch-rootfs: platform \S+: root verified \(dm-verity root hash "
+                          + platform.manifest["verity"]["root_hash"], BOOT_TIMEOUT)
+
+
+def the_root_is_read_from_the_medium_through_dm_verity(node: Node, platform, source: dict[str, str]) -> None:
+    """triton.toram=0: the root is mounted from the medium itself (less RAM;
+    the medium must stay in), and every read of it goes through dm-verity,
+    against the root hash the build bound into the initrd: a USB stick or a
+    BMC's virtual media that changes a block after boot gives an I/O error,
+    never the changed data."""
+    verity = platform.manifest["verity"]
+    assert source["TRITON_ROOTFS_VERITY_ROOTHASH"] == verity["root_hash"]
+    assert node.succeed("findmnt -rn -o FSTYPE /run/triton/rootfs/medium") == "iso9660"
+    # The overlay's lower layer is the dm-verity device, active and with
+    # no block found corrupted (V), keyed to the build's root hash and salt.
+    lower = node.succeed("findmnt -n -o MAJ:MIN /run/triton/rootfs/lower").strip()
+    dm = node.succeed("dmsetup info -c --noheadings -o major,minor --separator : triton-root").strip()
+    assert lower == dm, f"the root's lower layer ({lower}) is not dm-verity's triton-root ({dm})"
+    assert node.succeed("findmnt -n -o FSTYPE /run/triton/rootfs/lower") == "squashfs"
+    table = node.succeed("dmsetup table triton-root").split()
+    assert table[2] == "verity", table
+    assert verity["root_hash"] in table and verity["salt"] in table
+    assert node.succeed("dmsetup status triton-root").split()[-1] == "V"
+    # dm-verity reads the medium's own files (read-only loop devices),
+    # not a copy in RAM: the squashfs as data, its tree as hashes.
+    loops = dict(line.split() for line in
+                 node.succeed("losetup -n -O MAJ:MIN,BACK-FILE").splitlines())
+    data_dev, hash_dev = table[4], table[5]
+    assert loops[data_dev].endswith(f"/platform-{platform.stamp}/x86_64/filesystem.squashfs"), loops
+    assert loops[hash_dev].endswith(f"/platform-{platform.stamp}/x86_64/filesystem.squashfs.verity"), loops
+    assert node.succeed("losetup -n -O RO").split() == ["1", "1"]
 
 
 def attached(media, medium: str, image: Optional[Path] = None) -> list[str]:
@@ -149,56 +210,6 @@ def toram_0(platform, media, logs, medium: str, name: str, image: Optional[Path]
     append = [*load().boot.args, f"triton.media={label}", "triton.toram=0"]
     return Node.direct(platform.paths["kernel"], initrd or platform.paths["initrd"], append,
                        logs / f"media-{name}.log", extra=attached(media, medium, image))
-
-
-# How the initrd names the medium: the DVD drive, or the stick's whole disk.
-MEDIUM_DEVICE = {"dvd": r"/dev/sr0", "usb": r"/dev/sd[a-z]"}
-
-
-# The USB stick only: the DVD carries the same iso9660 filesystem, its
-# toram=0 boots are the refusals below (through dm-verity on /dev/sr0), and
-# every boot costs CI minutes.
-@pytest.mark.parametrize("medium", ["usb"])
-def test_toram_0_reads_the_root_from_the_medium_through_dm_verity(platform, media, logs, medium):
-    """triton.toram=0: the root is mounted from the medium itself (less RAM;
-    the medium must stay in), and every read of it goes through dm-verity,
-    against the root hash the build bound into the initrd: a USB stick or a
-    BMC's virtual media that changes a block after boot gives an I/O error,
-    never the changed data."""
-    label = MEDIA.volume_label(platform.stamp)
-    verity = platform.manifest["verity"]
-    with toram_0(platform, media, logs, medium, f"toram0-{medium}") as node:
-        node.wait_for_console(rf"triton-fetch-rootfs: booting from media:{label}:{MEDIUM_DEVICE[medium]} "
-                              r"\(triton.toram=0\)", BOOT_TIMEOUT)
-        node.wait_for_console(r"triton-fetch-rootfs: platform \S+: root verified \(dm-verity root hash "
-                              + verity["root_hash"], BOOT_TIMEOUT)
-        node.wait_for_login(BOOT_TIMEOUT)
-        node.login(PASSWORD)
-        expected = (platform.path / "x86_64/filesystem.squashfs.sha256").read_text().split()[0]
-        source = node.succeed("cat /run/triton/rootfs/source")
-        assert f"TRITON_ROOTFS_SHA256={expected}" in source
-        assert f"TRITON_ROOTFS_VERITY_ROOTHASH={verity['root_hash']}" in source
-        assert node.succeed("findmnt -rn -o FSTYPE /run/triton/rootfs/medium") == "iso9660"
-        # The overlay's lower layer is the dm-verity device, active and with
-        # no block found corrupted (V), keyed to the build's root hash and salt.
-        lower = node.succeed("findmnt -n -o MAJ:MIN /run/triton/rootfs/lower").strip()
-        dm = node.succeed("dmsetup info -c --noheadings -o major,minor --separator : triton-root").strip()
-        assert lower == dm, f"the root's lower layer ({lower}) is not dm-verity's triton-root ({dm})"
-        assert node.succeed("findmnt -n -o FSTYPE /run/triton/rootfs/lower") == "squashfs"
-        table = node.succeed("dmsetup table triton-root").split()
-        assert table[2] == "verity", table
-        assert verity["root_hash"] in table and verity["salt"] in table
-        assert node.succeed("dmsetup status triton-root").split()[-1] == "V"
-        # dm-verity reads the medium's own files (read-only loop devices),
-        # not a copy in RAM: the squashfs as data, its tree as hashes.
-        loops = dict(line.split() for line in
-                     node.succeed("losetup -n -O MAJ:MIN,BACK-FILE").splitlines())
-        data_dev, hash_dev = table[4], table[5]
-        assert loops[data_dev].endswith(f"/platform-{platform.stamp}/x86_64/filesystem.squashfs"), loops
-        assert loops[hash_dev].endswith(f"/platform-{platform.stamp}/x86_64/filesystem.squashfs.verity"), loops
-        assert node.succeed("losetup -n -O RO").split() == ["1", "1"]
-        node.system_ready()
-        assert node.succeed("systemctl --failed --no-legend --plain") == ""
 
 
 def squashfs_offset(image: Path, rootfs: Path) -> int:

@@ -12,16 +12,24 @@ S = load()
 STAMP = "20261126T072750Z"
 
 
-def test_menu_serial_default_vga_and_rescue():
+def test_menu_serial_default_vga_rescue_and_root_on_the_medium():
     entries = media.menu_entries(STAMP, S)
     label = f"triton.media={S.media.volume_prefix}{STAMP}"
     assert [e.title for e in entries] == [f"Triton Linux {STAMP} (serial console)",
-                                          f"Triton Linux {STAMP} (VGA console)",
-                                          f"Triton Linux {STAMP} rescue (no pool import)"]
-    serial, vga, rescue = (e.args for e in entries)
+                                          f"Triton Linux {STAMP} (VGA console) [v]",
+                                          f"Triton Linux {STAMP} rescue (no pool import) [r]",
+                                          f"Triton Linux {STAMP} root left on the medium [m]"]
+    serial, vga, rescue, medium = (e.args for e in entries)
     assert serial == (*S.boot.args, label)
     assert vga[-2:] == ("console=tty0", label) and "console=ttyS1,115200n8" in vga
     assert rescue == (*serial, "noimport=true")
+    assert medium == (*serial, "triton.toram=0")
+    # Each key is named in its entry's title, and no two entries share one.
+    keys = [e.hotkey for e in entries if e.hotkey]
+    assert len(set(keys)) == len(keys) == 3
+    assert all(e.title.endswith(f"[{e.hotkey}]") for e in entries if e.hotkey)
+    # GRUB's menu is 80 columns wide, its box and arrow included.
+    assert all(len(e.title) <= 70 for e in entries), [len(e.title) for e in entries]
 
 
 def test_grub_cfg_boots_the_platform_directory_files():
@@ -29,7 +37,9 @@ def test_grub_cfg_boots_the_platform_directory_files():
     assert f"set timeout={S.media.menu_timeout}" in cfg and "set default=0" in cfg
     assert f"linux /platform-{STAMP}/x86_64/vmlinuz boot=live" in cfg
     assert f"initrd /platform-{STAMP}/x86_64/initrd" in cfg
-    assert cfg.count("menuentry") == 3 and "serial --unit=1 --speed=115200" in cfg
+    assert cfg.count("menuentry") == 4 and "serial --unit=1 --speed=115200" in cfg
+    assert f'menuentry "Triton Linux {STAMP} root left on the medium [m]" --hotkey=m {{' in cfg
+    assert f'menuentry "Triton Linux {STAMP} (serial console)" {{' in cfg
 
 
 def test_the_medium_carries_the_roots_hash_tree(tmp_path):

@@ -1,5 +1,7 @@
 """How a network boot fails: each failure stops the boot before switch-root
-with a console message that names what went wrong; none boots a bad root."""
+with a console message that names what went wrong; none boots a bad root.
+What the node does next (triton.fetch_failure: reboot, the default; halt;
+shell) is checked on three of these boots, one each."""
 
 from __future__ import annotations
 
@@ -28,7 +30,10 @@ def boot(platform, url, logs, name, args=(), memory_mib=2048, initrd=None, reboo
                        logs / f"{name}.log", memory_mib=memory_mib, reboot=reboot)
 
 
-def test_damaged_root_is_refused_naming_url_and_hashes(platform, http, logs, tmp_path):
+def test_damaged_root_is_refused_naming_url_and_hashes_then_the_node_reboots(platform, http, logs, tmp_path):
+    """The default after a failure: print why, wait, reboot; the node comes
+    back by itself (QEMU here lets it reboot and the same kernel boots again),
+    as PXE would start over."""
     bad = tmp_path / "filesystem.squashfs"
     shutil.copyfile(platform.rootfs, bad)
     with bad.open("r+b") as f:
@@ -40,28 +45,35 @@ def test_damaged_root_is_refused_naming_url_and_hashes(platform, http, logs, tmp
     expected = platform.manifest["files"]["x86_64/filesystem.squashfs"]["sha256"]
     http.routes["/damaged/filesystem.squashfs"] = bad
     url = http.guest_url("/damaged/filesystem.squashfs")
-    with boot(platform, url, logs, "damaged-root") as node:
+    with boot(platform, url, logs, "damaged-root", ["triton.fetch_failure_delay=2"], reboot=True) as node:
         line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: checksum mismatch[^\r\n]*", 240, fatal=False)
         assert url in line and f"expected sha256 {expected}" in line and f"got {actual}" in line
         assert platform.stamp in line
+        node.wait_for_console(r"triton-fetch-rootfs: reboot in 2s", 60, fatal=False)
         stopped_before_switch_root(node)
+        node.expect(r"Linux version \d", 240, fatal=False)
+        # The second boot tries again.
+        node.wait_for_console(r"triton-fetch-rootfs: platform [^\r\n]*: fetching", 240, fatal=False)
 
 
-def test_wrong_url_fails_after_the_bound_saying_404(platform, http, logs):
+def test_wrong_url_fails_after_the_bound_saying_404_and_halt_keeps_the_node_there(platform, http, logs):
     url = http.guest_url("/no-such-platform/filesystem.squashfs")
-    with boot(platform, url, logs, "wrong-url", ["triton.fetch_timeout=12"]) as node:
+    with boot(platform, url, logs, "wrong-url", ["triton.fetch_timeout=12", "triton.fetch_failure=halt",
+                                                 "triton.fetch_failure_delay=0"]) as node:
         node.wait_for_console(r"attempt 1 failed \([^\r\n]*404[^\r\n]*\); retrying", 240, fatal=False)
         line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: giving up[^\r\n]*", 120, fatal=False)
         assert url in line and "404" in line
+        node.expect(r"reboot: System halted", 120, fatal=False)
         stopped_before_switch_root(node)
 
 
-def test_server_gone_fails_after_the_bound(platform, logs):
+def test_server_gone_fails_after_the_bound_and_shell_keeps_the_node_there(platform, logs):
     gone = HttpServer()  # a port nobody listens on
     url = gone.guest_url("/platform/x86_64/filesystem.squashfs")
-    with boot(platform, url, logs, "server-gone", ["triton.fetch_timeout=10"]) as node:
+    with boot(platform, url, logs, "server-gone", ["triton.fetch_timeout=10", "triton.fetch_failure=shell"]) as node:
         line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: giving up[^\r\n]*", 240, fatal=False)
         assert url in line and "onnect" in line
+        node.expect(r"emergency mode", 120, fatal=False)
         stopped_before_switch_root(node)
 
 
@@ -107,33 +119,6 @@ def test_too_little_ram_is_refused_before_downloading(platform, http, logs):
         assert "MiB of RAM" in line and "needs at least" in line and platform.stamp in line
         stopped_before_switch_root(node)
     assert not [entry for entry in http.log[before:] if "filesystem.squashfs" in entry and "/out/" in entry]
-
-
-def test_a_failed_fetch_reboots_so_pxe_starts_over(platform, http, logs):
-    """The default: print why, wait, reboot; the node comes back by itself
-    (QEMU here lets it reboot and the same kernel boots again)."""
-    url = http.guest_url("/not-yet/filesystem.squashfs")
-    with boot(platform, url, logs, "fetch-reboots", ["triton.fetch_timeout=10", "triton.fetch_failure_delay=2"],
-              reboot=True) as node:
-        node.wait_for_console(r"triton-fetch-rootfs: FAILED: ", 240, fatal=False)
-        node.wait_for_console(r"triton-fetch-rootfs: reboot in 2s", 60, fatal=False)
-        node.expect(r"Linux version \d", 240, fatal=False)
-        # The second boot tries again.
-        node.wait_for_console(r"triton-fetch-rootfs: platform [^\r\n]*: fetching", 240, fatal=False)
-
-
-def test_halt_and_shell_keep_the_node_where_it_failed(platform, http, logs):
-    url = http.guest_url("/not-yet/filesystem.squashfs")
-    # (Whichever failure comes first: no address yet, or the download.)
-    with boot(platform, url, logs, "fetch-halts", ["triton.fetch_timeout=8", "triton.fetch_failure=halt",
-                                                   "triton.fetch_failure_delay=0"]) as node:
-        node.wait_for_console(r"triton-fetch-rootfs: FAILED: ", 240, fatal=False)
-        node.expect(r"reboot: System halted", 120, fatal=False)
-        stopped_before_switch_root(node)
-    with boot(platform, url, logs, "fetch-shell", ["triton.fetch_timeout=8", "triton.fetch_failure=shell"]) as node:
-        node.wait_for_console(r"triton-fetch-rootfs: FAILED: ", 240, fatal=False)
-        node.expect(r"emergency mode", 120, fatal=False)
-        stopped_before_switch_root(node)
 
 
 def test_no_dhcp_answer_fails_within_the_bound(platform, logs):

@@ -86,6 +86,14 @@ def media(platform, tmp_path_factory):
     return {"iso": iso, "stick": stick, "config": cfg, "tmp": tmp}
 
 
+def dvd(media, image: Optional[Path] = None, bootindex: bool = False) -> list[str]:
+    """QEMU's arguments for the DVD (the ISO, or `image`) in its drive, and
+    the disk with the config filesystem beside it."""
+    return ["-drive", f"file={image or media['iso']},media=cdrom,if=none,id=dvd,readonly=on",
+            "-device", "ide-cd,drive=dvd" + (",bootindex=0" if bootindex else ""),
+            "-drive", f"file={media['config']},format=raw,if=none,id=cfg", "-device", "virtio-blk-pci,drive=cfg"]
+
+
 def boot(platform, media, logs, medium: str, firmware: str) -> Node:
     argv = [*qemu_base(2048), *Node.netdev()]
     if firmware == "uefi":
@@ -94,10 +102,7 @@ def boot(platform, media, logs, medium: str, firmware: str) -> Node:
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
     if medium == "dvd":
-        argv += ["-drive", f"file={media['iso']},media=cdrom,if=none,id=dvd,readonly=on",
-                 "-device", "ide-cd,drive=dvd,bootindex=0",
-                 "-drive", f"file={media['config']},format=raw,if=none,id=cfg",
-                 "-device", "virtio-blk-pci,drive=cfg"]
+        argv += dvd(media, bootindex=True)
     else:
         argv += ["-device", "qemu-xhci,id=xhci",
                  "-drive", f"file={media['stick']},format=raw,if=none,id=stick,cache=unsafe",
@@ -121,7 +126,7 @@ def test_boots_from_live_media(platform, media, logs, medium, firmware):
         if on_medium:
             node.expect(r"root left on the medium \[m\]", 180)
             node.child.send("m")
-            root_on_the_medium_through_dm_verity(node, platform, medium)
+            the_initrd_reads_the_root_from_the_stick(node, platform)
         else:
             node.wait_for_console(r"triton-fetch-rootfs: copied \d+ MiB from media:" + label, BOOT_TIMEOUT)
         seconds = node.up(PASSWORD, BOOT_TIMEOUT)
@@ -147,15 +152,12 @@ def test_boots_from_live_media(platform, media, logs, medium, firmware):
               f"QEMU start to login {seconds:.1f} s")
 
 
-# How the initrd names the medium: the DVD drive, or the stick's whole disk.
-MEDIUM_DEVICE = {"dvd": r"/dev/sr0", "usb": r"/dev/sd[a-z]"}
-
-
-def root_on_the_medium_through_dm_verity(node: Node, platform, medium: str) -> None:
-    """What the initrd says of triton.toram=0: the root stays on the medium,
-    every block checked against the root hash bound into the initrd."""
+def the_initrd_reads_the_root_from_the_stick(node: Node, platform) -> None:
+    """What the initrd says of triton.toram=0: the root stays on the medium
+    (the stick's whole disk), every block checked against the root hash
+    bound into the initrd."""
     label = MEDIA.volume_label(platform.stamp)
-    node.wait_for_console(rf"triton-fetch-rootfs: booting from media:{label}:{MEDIUM_DEVICE[medium]} "
+    node.wait_for_console(rf"triton-fetch-rootfs: booting from media:{label}:/dev/sd[a-z] "
                           r"\(triton.toram=0\)", BOOT_TIMEOUT)
     node.wait_for_console(r"triton-fetch-rootfs: platform \S+: root verified \(dm-verity root hash "
                           + platform.manifest["verity"]["root_hash"], BOOT_TIMEOUT)
@@ -190,26 +192,14 @@ def the_root_is_read_from_the_medium_through_dm_verity(node: Node, platform, sou
     assert node.succeed("losetup -n -O RO").split() == ["1", "1"]
 
 
-def attached(media, medium: str, image: Optional[Path] = None) -> list[str]:
-    """QEMU's arguments for a medium attached to a -kernel/-initrd boot: the
-    DVD (the ISO, or `image`) with the config disk beside it, or the USB stick."""
-    if medium == "dvd":
-        return ["-drive", f"file={image or media['iso']},media=cdrom,if=none,id=dvd,readonly=on",
-                "-device", "ide-cd,drive=dvd",
-                "-drive", f"file={media['config']},format=raw,if=none,id=cfg", "-device", "virtio-blk-pci,drive=cfg"]
-    return ["-device", "qemu-xhci,id=xhci",
-            "-drive", f"file={image or media['stick']},format=raw,if=none,id=stick,cache=unsafe",
-            "-device", "usb-storage,bus=xhci.0,drive=stick"]
-
-
-def toram_0(platform, media, logs, medium: str, name: str, image: Optional[Path] = None,
-            initrd: Optional[Path] = None) -> Node:
-    """Booted with -kernel/-initrd and the medium attached, with the
-    arguments of GRUB's default entry plus triton.toram=0."""
+def toram_0(platform, media, logs, name: str, image: Optional[Path] = None, initrd: Optional[Path] = None) -> Node:
+    """Booted with -kernel/-initrd and the DVD (the ISO, or `image`) with the
+    config disk beside it, with the arguments of GRUB's default entry plus
+    triton.toram=0."""
     label = MEDIA.volume_label(platform.stamp)
     append = [*load().boot.args, f"triton.media={label}", "triton.toram=0"]
     return Node.direct(platform.paths["kernel"], initrd or platform.paths["initrd"], append,
-                       logs / f"media-{name}.log", extra=attached(media, medium, image))
+                       logs / f"media-{name}.log", extra=dvd(media, image))
 
 
 def squashfs_offset(image: Path, rootfs: Path) -> int:
@@ -263,7 +253,7 @@ def test_toram_0_refuses_a_root_that_does_not_match_its_root_hash(platform, medi
                           f"TRITON_ROOTFS_VERITY_ROOTHASH={root_hash}")
         initrd = initrd_with_files(platform.initrd, tmp_path / "initrd", {bootfiles.ROOTFS_ENV: env.encode()})
     name = "toram0-" + change.replace(" ", "-")
-    with toram_0(platform, media, logs, "dvd", name, image=image, initrd=initrd) as node:
+    with toram_0(platform, media, logs, name, image=image, initrd=initrd) as node:
         node.wait_for_console(r"triton-fetch-rootfs: checking every block of the root on media:" + label,
                               BOOT_TIMEOUT)
         line = node.wait_for_console(r"triton-fetch-rootfs: FAILED: ", BOOT_TIMEOUT, fatal=False)

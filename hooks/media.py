@@ -62,10 +62,15 @@ def menu_entries(stamp: str, settings: PlatformConfig) -> list[Entry]:
                                                                              "console=tty0", *media]
     return [
         Entry(f"Triton Linux {stamp} (serial console)", tuple(serial)),
-        Entry(f"Triton Linux {stamp} (VGA console) [v]", tuple(vga), "v"),
-        Entry(f"Triton Linux {stamp} rescue (no pool import) [r]", tuple([*serial, "noimport=true"]), "r"),
-        Entry(f"Triton Linux {stamp} root left on the medium [m]", tuple([*serial, "triton.toram=0"]), "m"),
+        keyed("v", f"Triton Linux {stamp} (VGA console)", vga),
+        keyed("r", f"Triton Linux {stamp} rescue (no pool import)", [*serial, "noimport=true"]),
+        keyed("m", f"Triton Linux {stamp} root left on the medium", [*serial, "triton.toram=0"]),
     ]
+
+
+def keyed(key: str, title: str, args: Sequence[str]) -> Entry:
+    """An entry its key boots, the key shown at the end of its title."""
+    return Entry(f"{title} [{key}]", tuple(args), key)
 
 
 def grub_cfg(stamp: str, settings: PlatformConfig) -> str:

@@ -4,9 +4,10 @@ One pair of blank disks goes through a node's life, each boot a fresh QEMU
 process PXE-booted the way booter boots it: set up from an answers file,
 booted with noimport=true, booted as another machine, booted again as itself
 with a mirror disk missing, and factory-reset. The tests run in this order
-and share the disks. A clean import with every disk and no answers file is
-the compute node's reboot (test_compute_node) and the power-cut node's
-(test_power_cuts), so this node's own next import is the degraded one.
+and share the disks. A clean import with every disk is the compute node's
+reboot (test_compute_node, no answers file) and the power-cut node's boots
+(test_power_cuts, the answers file delivered every time), so this node's own
+next import is the degraded one.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 setup creates its pool, and again while an instance writes and `vmadm
 create` makes another (one cut for both, as on a busy node); each next boot
 imports the pool clean, keeps what was synced, and leaves either whole
-things or no trace of them. Then the node is rebooted
-cleanly (REBOOTS times; one by default) with two autoboot instances, both
-back every time with everything they had.
+things or no trace of them. Then the node is rebooted cleanly (REBOOTS
+times; one by default) with two autoboot instances, both back every time
+with everything they had.
 
 One node with one blank disk serves the whole module; the tests run in
 order and build on each other. Every boot is a fresh QEMU process, PXE-booted
@@ -22,9 +22,9 @@ on its first read of the pool's labels; raw and writethrough have neither.)
 VM time under TCG, roughly: the setup cut 35 s; set up, image import, the
 writing instance and the cut create 160 s; the boot after the cut 135 s;
 then each clean reboot 145 s (shutdown 15, boot to login 90, both instances
-up 30, checks 10). REBOOTS=1 keeps the module near 8 minutes (CI's whole run must fit its time; the node's clean
-reboot with autoboot instances is also test_instances'); the issue's 10
-(TRITON_TEST_REBOOTS=10) take about 32.
+up 30, checks 10). REBOOTS=1 keeps the module near 8 minutes (CI's whole
+run must fit its time; the node's clean reboot with autoboot instances is
+also test_instances'); the issue's 10 (TRITON_TEST_REBOOTS=10) take about 32.
 """
 
 from __future__ import annotations

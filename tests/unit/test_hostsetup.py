@@ -41,6 +41,16 @@ def test_missing_packages_checks_minimum_versions():
         "mkosi", "pigz"]
 
 
+def test_bookworms_qemu_is_upgraded_to_backports():
+    """Debian's own version strings, compared by dpkg: bookworm's QEMU 7.2
+    is too old for the boot tests' budget, backports' 10.0 is not."""
+    wanted = ["qemu-system-x86", "mkosi"]
+    old = {"qemu-system-x86": "1:7.2+dfsg-7+deb12u18+b3", "mkosi": "24.3-1~bpo12+1"}
+    new = {"qemu-system-x86": "1:10.0.2+ds-2+deb13u1~bpo12+1", "mkosi": "24.3-1~bpo12+1"}
+    assert hs.missing_packages(old, wanted, hs.BACKPORTED, hs.dpkg_version_ge) == ["qemu-system-x86"]
+    assert hs.missing_packages(new, wanted, hs.BACKPORTED, hs.dpkg_version_ge) == []
+
+
 DEB822 = """Types: deb
 # a comment line, as the host may have
 URIs: http://mirror.example/debian/

@@ -16,7 +16,7 @@ systemd, seconds the squashfs download took (measured by the HTTP server,
 first to last byte), and the RAM in use once booted (`free`; ours only: the
 root password reaches live-boot's root by no documented way).
 
-  bench/boot.py [--runs N] [--tb-size MIB] [--icount OPTS] [--kinds K ...] [--busy-loop M]
+  bench/boot.py [--runs N] [--tb-size MIB] [--icount OPTS] [--kinds K ...] [--busy-loop M] [--readme]
 
 --icount shift=N[,sleep=on|off] runs every boot with QEMU's instruction
 counting (`-icount OPTS`): while the guest runs, its clock advances 2^N ns
@@ -32,6 +32,11 @@ multi-user.target was reached and the login prompt's getty started.
 --busy-loop M adds to our direct boot's initrd a program that executes M
 million instructions (a two-instruction loop, written here as a static
 x86-64 ELF) before the root is fetched: the figures must move by it.
+
+--readme writes the run's table (medians; guest-clock milestones with
+--icount, and each kind's login against live-boot's over the same path)
+into README.md's "Figures" section, between its bench/boot.py markers, so
+the README's boot figures are the bench's output, never typed by hand.
 
 With N runs the four boots take turns (so a slow spell of the host hits
 all alike) and a summary gives each one's median and range. --tb-size
@@ -166,6 +171,54 @@ def live_boot_pxe_script(served: Callable[[Path], str], platform: Platform, init
             f"initrd {served(initrd)}\nboot\n")
 
 
+README = REPO / "README.md"
+BEGIN = "<!-- bench/boot.py --readme: begin -->"
+END = "<!-- bench/boot.py --readme: end -->"
+Results = dict[str, list[tuple[float, float, dict[str, float]]]]
+
+
+def readme_table(results: Results, platform: str, qemu: str, icount: Optional[str], runs: int) -> str:
+    """The run as Markdown: a column per kind, a row per milestone (guest
+    seconds, medians) and the wall seconds to the login prompt, and our
+    login against live-boot's over the same path."""
+    labels = list(results)
+    med = {label: {name: statistics.median([r[2][name] for r in rs])
+                   for name, _, _ in MILESTONES if rs and all(name in r[2] for r in rs)}
+           for label, rs in results.items()}
+    wall = {label: statistics.median([r[0] for r in rs]) for label, rs in results.items() if rs}
+    clock = f"`-icount {icount}`" if icount else "none (wall clock only)"
+    out = [f"Platform {platform}, {qemu}, TCG; instruction counting: {clock}; "
+           f"{runs} run{'s' if runs != 1 else ''} of each kind, medians.", "",
+           "| milestone | " + " | ".join(labels) + " |",
+           "|---" * (len(labels) + 1) + "|"]
+    for name, _, _ in MILESTONES:
+        if any(name in med[label] for label in labels):
+            cells = [f"{med[label][name]:.1f}" if name in med[label] else "-" for label in labels]
+            out.append(f"| {name} (guest s) | " + " | ".join(cells) + " |")
+    out.append("| login (wall s from QEMU's start) | "
+               + " | ".join(f"{wall[label]:.1f}" if label in wall else "-" for label in labels) + " |")
+    for path in ("PXE", "direct"):
+        ours, live = f"ours, {path}", f"live-boot, {path}"
+        if "login" in med.get(ours, {}) and "login" in med.get(live, {}):
+            ratio, unit = med[ours]["login"] / med[live]["login"], "guest time"
+        elif ours in wall and live in wall:
+            ratio, unit = wall[ours] / wall[live], "wall time under TCG"
+        else:
+            continue
+        out += ["", f"Ours over {path}, to the login prompt: {ratio:.2f}x live-boot's {unit}."]
+    return "\n".join(out) + "\n"
+
+
+def with_table(readme: str, table: str) -> str:
+    """README text with the markers' contents replaced by `table`."""
+    if readme.count(BEGIN) != 1 or readme.count(END) != 1 or readme.index(BEGIN) > readme.index(END):
+        raise ValueError(f"{README.name}: needs one {BEGIN!r} line and, after it, one {END!r} line "
+                         "in its Figures section for bench/boot.py --readme to write between")
+    head, rest = readme.split(BEGIN)
+    _, tail = rest.split(END)
+    return f"{head}{BEGIN}\n{table}{END}{tail}"
+
+
 def summary(results: dict[str, list[tuple[float, float, dict[str, float]]]]) -> None:
     print("\nsummary (seconds; median, min-max over runs):")
     for label, runs in results.items():
@@ -194,7 +247,13 @@ def main() -> int:
     ap.add_argument("--kinds", nargs="+", choices=kinds_known, default=kinds_known, help="which boots")
     ap.add_argument("--busy-loop", type=int, metavar="M",
                     help="M million extra instructions in our direct boot's initrd")
+    ap.add_argument("--readme", action="store_true",
+                    help="write the run's table into README.md's Figures section")
     opts = ap.parse_args()
+    if opts.readme and opts.busy_loop:
+        ap.error("--readme records the platform as built: leave out --busy-loop")
+    if opts.readme:
+        with_table(README.read_text(), "")  # the markers are there, before any boot
     if opts.tb_size:
         os.environ["TRITON_TEST_TB_SIZE"] = str(opts.tb_size)
     extra = []
@@ -250,6 +309,12 @@ def main() -> int:
                                           logs[key] if opts.icount is not None else None))
         if opts.runs > 1:
             summary(results)
+        if opts.readme:
+            qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
+                                  text=True).stdout.split("\n")[0].split(" (")[0].replace("emulator version ", "")
+            README.write_text(with_table(README.read_text(), readme_table(
+                results, platform.stamp, qemu, opts.icount, opts.runs)))
+            print(f"wrote the table into {README}", flush=True)
     return 0
 
 

@@ -69,3 +69,40 @@ def test_milestones_are_read_on_the_guests_clock(tmp_path: Path):
     assert bench().milestones(log) == {
         "initrd": 7.559325, "downloaded": 33.761171, "verified": 37.817458,
         "switch-root": 62.464958, "multi-user": 90.1, "login": 90.2}
+
+
+def _results(ours_login: float, live_login: float) -> dict:
+    marks = {"initrd": 10.0, "switch-root": 40.0}
+    return {
+        "ours, PXE": [(80.0, 50.0, {**marks, "login": ours_login}), (82.0, 51.0, {**marks, "login": ours_login + 2})],
+        "live-boot, PXE": [(70.0, 30.0, {"initrd": 9.0, "login": live_login}),
+                           (71.0, 31.0, {"initrd": 9.0, "login": live_login})],
+    }
+
+
+def test_the_readme_table_holds_the_runs_medians_and_the_ratio_to_live_boot():
+    mod = bench()
+    table = mod.readme_table(_results(100.0, 80.0), "20261202T000000Z", "QEMU 10.0.2", "shift=2", 2)
+    lines = table.splitlines()
+    assert lines[0].startswith("Platform 20261202T000000Z, QEMU 10.0.2, TCG; instruction counting: `-icount shift=2`")
+    assert "| milestone | ours, PXE | live-boot, PXE |" in lines
+    assert "| initrd (guest s) | 10.0 | 9.0 |" in lines
+    assert "| switch-root (guest s) | 40.0 | - |" in lines
+    assert "| login (guest s) | 101.0 | 80.0 |" in lines
+    assert "| login (wall s from QEMU's start) | 81.0 | 70.5 |" in lines
+    # 101 / 80: the medians, not one run.
+    assert "Ours over PXE, to the login prompt: 1.26x live-boot's guest time." in lines
+
+
+def test_the_table_replaces_only_what_is_between_the_readmes_markers():
+    mod = bench()
+    readme = f"# Figures\nbefore\n{mod.BEGIN}\nold table\n{mod.END}\nafter\n"
+    out = mod.with_table(readme, "new table\n")
+    assert out == f"# Figures\nbefore\n{mod.BEGIN}\nnew table\n{mod.END}\nafter\n"
+    assert mod.with_table(out, "new table\n") == out
+    # The repository's README has the markers the bench writes between.
+    mod.with_table((REPO / "README.md").read_text(), "x\n")
+    with pytest.raises(ValueError, match="README.md: needs one"):
+        mod.with_table("no markers here\n", "x\n")
+    with pytest.raises(ValueError, match="README.md: needs one"):
+        mod.with_table(f"{mod.END}\n{mod.BEGIN}\n", "x\n")

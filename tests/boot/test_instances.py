@@ -383,7 +383,7 @@ def test_a_hostile_image_cannot_reach_the_host(node, hostile):
     n = node.node
     n.succeed("mkdir -p /root/.ssh && echo 'ssh-ed25519 AAAAoperator operator' > /root/.ssh/authorized_keys")
     assert n.succeed(f"imgadm import {hostile.hostile}").startswith(f"Imported image {HOSTILE_IMAGE}")
-    rc, out = create(n, payload(uuid=EVIL, image_uuid=HOSTILE_IMAGE, autoboot=True,
+    rc, out = create(n, payload(uuid=EVIL, image_uuid=HOSTILE_IMAGE, autoboot=False,
                                 internal_metadata={"root_pw": ROOT_PW},
                                 customer_metadata={"root_authorized_keys": "ssh-ed25519 AAAAtenant tenant"}))
     assert rc == 0, out
@@ -401,10 +401,12 @@ def test_a_hostile_image_cannot_reach_the_host(node, hostile):
     assert n.succeed(f"find {root} -xdev \\( -type b -o -type c \\) | wc -l") == "0"
     assert n.succeed(f"find {root} -xdev -uid 0 | wc -l") == "0"
     assert n.succeed(f"stat -c %a /zones/{EVIL}") == "700"
-    # It boots (autoboot), and root's password is the one the payload gave.
+    # It still boots, and root's password is the one the payload gave. It
+    # stays, autoboot now, for the node's reboot (the next test).
+    n.succeed(f"vmadm update {EVIL} autoboot=true")
+    n.succeed(f"vmadm start {EVIL}", 300)
     assert n.succeed(f"systemctl -M {EVIL} is-system-running --wait", 300) in ("running", "degraded")
     assert in_instance(n, EVIL, "stat -c %u /usr/local/bin/rootshell") == "0"
-    # It stays, autoboot, for the node's reboot (the next test).
 
 
 def test_after_a_node_reboot_both_autoboot_instances_run_with_their_data(node):

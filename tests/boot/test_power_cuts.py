@@ -105,6 +105,12 @@ def payload(**kw) -> str:
     return json.dumps(kw)
 
 
+def cut_payload(image_uuid: str) -> str:
+    """The instance `vmadm create` is making when the power goes."""
+    return payload(uuid=CUT, alias="cut", image_uuid=image_uuid, autoboot=True,
+                   internal_metadata={"root_pw": ROOT_PW})
+
+
 def write_payload(node: Node, body: str, path: str) -> None:
     encoded = base64.b64encode(body.encode()).decode()
     node.succeed(f"echo {encoded} | base64 -d > {path}")
@@ -171,8 +177,7 @@ def test_an_instance_keeps_what_it_synced_when_the_power_goes(node, image):
     in_instance(n, WRITER, "systemd-run --unit=churn /bin/sh -c 'while :; do dd if=/dev/urandom "
                            "of=/root/churn bs=64k count=32 conv=fsync status=none; done'")
     in_instance(n, WRITER, "sleep 3; test -s /root/churn")
-    write_payload(n, payload(uuid=CUT, alias="cut", image_uuid=image.uuid, autoboot=True,
-                             internal_metadata={"root_pw": ROOT_PW}), "/tmp/cut.json")
+    write_payload(n, cut_payload(image.uuid), "/tmp/cut.json")
     # The power goes as soon as the second instance's dataset is on the
     # pool: while vmadm fills it, or just after it finished it.
     n.child.sendline(f"(vmadm create -f /tmp/cut.json >/tmp/cut.log 2>&1 &); "
@@ -210,6 +215,7 @@ def test_a_create_cut_half_way_is_whole_or_leaves_no_trace(node, image):
         assert traces(n, CUT) == ""
         assert CUT not in n.succeed("vmadm list -H")
         # The cut left nothing in the way: the same payload creates it now.
+        write_payload(n, cut_payload(image.uuid), "/tmp/cut.json")
         n.succeed("vmadm create -f /tmp/cut.json", 300)
         assert n.succeed(f"systemctl -M {CUT} is-system-running --wait", 300) == "running"
     assert in_instance(n, WRITER, "cat /root/token") == TOKEN

@@ -63,6 +63,7 @@ from typing import Callable, Optional
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from hooks.platform_dir import first_line  # noqa: E402
 from tests.lib.pxe import NODE_CONFIG, PASSWORD, pxe_script  # noqa: E402
 from tests.lib.cpio_initrd import initrd_with_files  # noqa: E402
 from tests.lib.http import HttpServer  # noqa: E402
@@ -219,7 +220,7 @@ def with_table(readme: str, table: str) -> str:
     return f"{head}{BEGIN}\n{table}{END}{tail}"
 
 
-def summary(results: dict[str, list[tuple[float, float, dict[str, float]]]]) -> None:
+def summary(results: Results) -> None:
     print("\nsummary (seconds; median, min-max over runs):")
     for label, runs in results.items():
         cells = []
@@ -299,7 +300,7 @@ def main() -> int:
                 logs["live-direct"]), False),
         }
         kinds = {k: every[k] for k in opts.kinds}
-        results: dict[str, list[tuple[float, float, dict[str, float]]]] = {v[0]: [] for v in kinds.values()}
+        results: Results = {v[0]: [] for v in kinds.values()}
         for i in range(opts.runs):
             if opts.runs > 1:
                 print(f"run {i + 1} of {opts.runs}", flush=True)
@@ -310,8 +311,7 @@ def main() -> int:
         if opts.runs > 1:
             summary(results)
         if opts.readme:
-            qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
-                                  text=True).stdout.split("\n")[0].split(" (")[0].replace("emulator version ", "")
+            qemu = first_line(["qemu-system-x86_64", "--version"]).split(" (")[0].replace("emulator version ", "")
             README.write_text(with_table(README.read_text(), readme_table(
                 results, platform.stamp, qemu, opts.icount, opts.runs)))
             print(f"wrote the table into {README}", flush=True)

@@ -26,6 +26,7 @@ from hooks.bootfiles import Module
 from tests.lib.pxe import PASSWORD, pxe_script
 from tests.conftest import REPO
 from tests.lib import container_image, frames
+from tests.lib.zones import in_instance, pool_kept
 from tests.lib.node import Node
 
 NODE = "7c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
@@ -177,12 +178,6 @@ def create(node: Node, body: str, timeout: float = 300) -> str:
     encoded = base64.b64encode(body.encode()).decode()
     node.succeed(f"echo {encoded} | base64 -d > /tmp/payload.json")
     return node.execute("vmadm create -f /tmp/payload.json", timeout=timeout)
-
-
-def in_instance(node: Node, uuid: str, command: str, timeout: float = 120) -> str:
-    """Run a command inside the instance (machinectl shell), its output."""
-    out = node.succeed(f"machinectl -q shell --setenv=TERM=dumb {uuid} /bin/sh -c {json.dumps(command)}", timeout)
-    return out.replace("\r", "").strip()
 
 
 def leftovers(node: Node) -> str:
@@ -427,9 +422,7 @@ def test_after_a_node_reboot_both_autoboot_instances_run_with_their_data(node):
         began = time.monotonic()
         node.reboot(f"reboot-{i + 1}")
         n = node.node
-        assert n.succeed("zpool status -x zones") == "pool 'zones' is healthy"
-        assert n.succeed("zpool get -H -o value guid zones") == guid
-        assert "triton-pool: setting up from" not in n.console(last=100000)
+        pool_kept(n, guid)
         assert n.succeed(f"systemctl -M {WEB} is-system-running --wait", 300) == "running"
         assert n.succeed(f"systemctl -M {EVIL} is-system-running --wait", 300) in ("running", "degraded")
         for uuid in (WEB, EVIL):

@@ -6,6 +6,15 @@ key made of the kernel version and the ZFS version: a rebuild with neither
 changed copies them instead of compiling. On a miss, zfs-dkms is installed
 into mkosi's throw-away build overlay, whose DKMS compiles against the
 image's kernel headers; only the .ko files reach the image.
+
+The modules are compiled without ftrace's entry hooks (MAKE_OVERRIDES). The
+image's kernel (6.12) checks each hooked function of a module it loads with
+a kallsyms lookup that walks the module's whole symbol table: for zfs.ko,
+6,576 hooked functions against 22,954 symbols, about 14 of the 20 guest
+seconds its load took on every boot that imports the pool (bench/boot.py
+--icount). The price: ftrace's function tracer and BPF fentry programs do not
+reach ZFS's functions; kprobes (bpftrace's kprobe:) and ZFS's own
+tracepoints still do.
 """
 
 from __future__ import annotations
@@ -16,10 +25,11 @@ import lzma
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 from hooks import dpkg, kernel
 from hooks.config import PlatformConfig, load
@@ -27,21 +37,78 @@ from hooks.files import sha256_file
 
 ZFS_PACKAGE = "zfsutils-linux"
 
+# Kbuild variables set on DKMS's make command lines (through MAKEFLAGS, which
+# dpkg and DKMS pass on): no ftrace entry hooks in the modules (see above).
+MAKE_OVERRIDES = {"CC_FLAGS_FTRACE": ""}
+# The section in which a module lists its ftrace entry hooks, 8 bytes each.
+FTRACE_SECTION = "__mcount_loc"
+
 
 class ZfsBuildError(Exception):
     pass
+
+
+def makeflags(overrides: dict[str, str]) -> str:
+    """MAKEFLAGS that set `overrides` as if given on every make command line."""
+    return " -- " + " ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
 
 
 @dataclasses.dataclass(frozen=True)
 class ModuleKey:
     kernel: str
     zfs: str
+    overrides: str = makeflags(MAKE_OVERRIDES).removeprefix(" -- ")
 
     @property
     def name(self) -> str:
         """A directory name for this key: readable and safe on any filesystem."""
         safe = lambda s: re.sub(r"[^A-Za-z0-9.+_-]", "_", s)  # noqa: E731
-        return f"zfs-{safe(self.zfs)}_linux-{safe(self.kernel)}"
+        return f"zfs-{safe(self.zfs)}_linux-{safe(self.kernel)}_{safe(self.overrides)}"
+
+
+def elf_section_size(elf: bytes, name: str) -> Optional[int]:
+    """The size of section `name` in a 64-bit little-endian ELF file (a
+    kernel module), or None when it has none."""
+    if elf[:6] != b"\x7fELF\x02\x01":
+        raise ValueError("not a 64-bit little-endian ELF file")
+    shoff, = struct.unpack_from("<Q", elf, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQ", elf, shoff + i * shentsize) for i in range(shnum)]
+    names_at = headers[shstrndx][4]
+    for sh_name, _type, _flags, _addr, _offset, size in headers:
+        end = elf.index(b"\0", names_at + sh_name)
+        if elf[names_at + sh_name:end].decode() == name:
+            return size
+    return None
+
+
+def module_bytes(path: Path) -> bytes:
+    """A module file's ELF image, xz-decompressed if DKMS compressed it."""
+    data = path.read_bytes()
+    if path.name.endswith(".xz"):
+        try:
+            return lzma.decompress(data)
+        except lzma.LZMAError as e:
+            raise ZfsBuildError(f"{path}: not a valid xz-compressed module ({e}); "
+                                f"remove the cache entry {path.parent} and rebuild") from e
+    return data
+
+
+def ftrace_hooks(path: Path) -> int:
+    """How many ftrace entry hooks the module at `path` carries."""
+    try:
+        return (elf_section_size(module_bytes(path), FTRACE_SECTION) or 0) // 8
+    except (struct.error, ValueError, IndexError) as e:
+        raise ZfsBuildError(f"{path}: not a readable kernel module ({e})") from e
+
+
+def check_no_ftrace_hooks(built: Iterable[Path]) -> None:
+    for p in built:
+        if count := ftrace_hooks(p):
+            raise ZfsBuildError(
+                f"{p} has {count} ftrace entry hooks: the make overrides "
+                f"{makeflags(MAKE_OVERRIDES).strip()!r} did not reach Kbuild (see DKMS's make.log), "
+                "and every pool import would pay for them")
 
 
 def upstream_version(debian_version: str) -> str:
@@ -65,7 +132,7 @@ def cache_valid(entry: Path, key: ModuleKey, wanted: Iterable[str]) -> bool:
         meta = json.loads((entry / "cache.json").read_text())
     except (OSError, ValueError):
         return False
-    if meta.get("kernel") != key.kernel or meta.get("zfs") != key.zfs:
+    if (meta.get("kernel"), meta.get("zfs"), meta.get("overrides")) != (key.kernel, key.zfs, key.overrides):
         return False
     files = meta.get("files", {})
     if missing_modules([Path(f) for f in files], wanted):
@@ -86,7 +153,8 @@ def store(entry: Path, key: ModuleKey, built: list[Path]) -> None:
         shutil.copy2(src, tmp / src.name)
         files[src.name] = sha256_file(tmp / src.name)
     (tmp / "cache.json").write_text(
-        json.dumps({"kernel": key.kernel, "zfs": key.zfs, "files": files}, indent=2) + "\n"
+        json.dumps({"kernel": key.kernel, "zfs": key.zfs, "overrides": key.overrides, "files": files},
+                   indent=2) + "\n"
     )
     shutil.rmtree(entry, ignore_errors=True)
     tmp.rename(entry)
@@ -96,7 +164,7 @@ def compile_in_overlay(root: Path, key: ModuleKey) -> list[Path]:
     """Install zfs-dkms into the build overlay and return the compiled modules."""
     version = upstream_version(key.zfs)
     print(f"zfs: compiling OpenZFS {version} for kernel {key.kernel} (cache miss)", flush=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", MAKEFLAGS=makeflags(MAKE_OVERRIDES))
     # zfs-dkms's postinst runs DKMS for every kernel whose headers are
     # present: in the overlay that is the image's kernel only.
     subprocess.run(["mkosi-install", f"zfs-dkms={key.zfs}"], check=True, env=env)
@@ -132,11 +200,7 @@ def install_module(src: Path, target: Path) -> Path:
     each time (12 MB for zfs.ko)."""
     if src.name.endswith(".ko.xz"):
         dst = target / src.name.removesuffix(".xz")
-        try:
-            dst.write_bytes(lzma.decompress(src.read_bytes()))
-        except lzma.LZMAError as e:
-            raise ZfsBuildError(f"{src}: not a valid xz-compressed module ({e}); "
-                                f"remove the cache entry {src.parent} and rebuild") from e
+        dst.write_bytes(module_bytes(src))
         return dst
     shutil.copy(src, target / src.name)
     return target / src.name
@@ -156,6 +220,7 @@ def build(root: Path, destdir: Path, cache_dir: Path, settings: PlatformConfig) 
         built = compile_in_overlay(root, key)
         if missing := missing_modules(built, settings.zfs.modules):
             raise ZfsBuildError(f"DKMS did not build {', '.join(missing)} for {key.kernel}")
+        check_no_ftrace_hooks(built)
         store(entry, key, built)
     return install(entry, destdir, key.kernel, settings)
 

@@ -40,6 +40,20 @@ def test_image_resolves_zfs_with_its_own_modprobe(platform, image_root):
     assert (image_root.path / f"usr/lib/modules/{kver}/updates/dkms/zfs.ko").is_file()
 
 
+@pytest.mark.parametrize("mod", ["spl", "zfs"])
+def test_zfs_modules_carry_no_ftrace_entry_hooks(platform, image_root, mod):
+    """Each hooked function costs the kernel a walk of the module's symbol
+    table when it loads the module (hooks/zfs_modules.py): 14 guest seconds
+    of zfs.ko's load, at every pool import, when it had them."""
+    from hooks.zfs_modules import FTRACE_SECTION, ftrace_hooks
+    ko = image_root.path / f"usr/lib/modules/{platform.manifest['kernel']}/updates/dkms/{mod}.ko"
+    res = subprocess.run(["readelf", "-SW", str(ko)], capture_output=True, text=True)
+    assert res.returncode == 0, f"readelf -SW {ko}: {res.stderr.strip()}"
+    assert " .text " in res.stdout, res.stdout  # readelf did list its sections
+    assert FTRACE_SECTION not in res.stdout, f"{ko} has ftrace entry hooks"
+    assert ftrace_hooks(ko) == 0
+
+
 @pytest.mark.parametrize("tool", ["usr/sbin/zpool", "usr/sbin/zfs", "usr/bin/systemd-nspawn",
                                   "usr/bin/machinectl", "usr/sbin/sshd", "usr/bin/python3",
                                   "usr/lib/systemd/systemd-networkd",

@@ -1,4 +1,5 @@
 import lzma
+import struct
 from pathlib import Path
 
 import pytest
@@ -9,14 +10,72 @@ from hooks.config import load
 
 def test_key_names_both_versions_and_is_path_safe():
     key = zm.ModuleKey(kernel="6.12.118+deb13-amd64", zfs="1:2.3.9-0+deb13u1")
-    assert key.name == "zfs-1_2.3.9-0+deb13u1_linux-6.12.118+deb13-amd64"
+    assert key.name == "zfs-1_2.3.9-0+deb13u1_linux-6.12.118+deb13-amd64_CC_FLAGS_FTRACE_"
     assert "/" not in key.name
 
 
-def test_keys_differ_when_either_version_does():
+def test_keys_differ_when_either_version_or_the_make_overrides_do():
     a = zm.ModuleKey("6.12.1", "2.3.9-1").name
     assert a != zm.ModuleKey("6.12.2", "2.3.9-1").name
     assert a != zm.ModuleKey("6.12.1", "2.3.10-1").name
+    assert a != zm.ModuleKey("6.12.1", "2.3.9-1", overrides="").name
+
+
+def test_makeflags_set_variables_as_a_command_line_would():
+    # GNU make reads the words after " -- " in MAKEFLAGS as command-line
+    # variable definitions, which override the kernel Makefile's own.
+    assert zm.makeflags({"CC_FLAGS_FTRACE": ""}) == " -- CC_FLAGS_FTRACE="
+    assert zm.makeflags({"B": "2", "A": "1"}) == " -- A=1 B=2"
+
+
+def elf(sections: dict[str, bytes]) -> bytes:
+    """A minimal 64-bit little-endian relocatable ELF file with `sections`."""
+    names = [""] + list(sections) + [".shstrtab"]
+    shstrtab = b"\0".join(n.encode() for n in names) + b"\0"
+    bodies = [b""] + list(sections.values()) + [shstrtab]
+    data, offsets = b"", []
+    for body in bodies:
+        offsets.append(64 + len(data))
+        data += body
+    shoff = 64 + len(data)
+    header = (b"\x7fELF\x02\x01\x01" + bytes(9)
+              + struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, 64, 0, 0, 64, len(names), len(names) - 1))
+    table, at = b"", 0
+    for name, body, offset in zip(names, bodies, offsets):
+        table += struct.pack("<IIQQQQIIQQ", at, 1 if name else 0, 0, 0, offset, len(body), 0, 0, 1, 0)
+        at += len(name) + 1
+    return header + data + table
+
+
+def test_ftrace_hooks_are_counted_from_the_modules_section(tmp_path):
+    ko = tmp_path / "zfs.ko"
+    ko.write_bytes(elf({".text": b"\xc3", "__mcount_loc": bytes(8 * 3), ".data": b"x"}))
+    assert zm.ftrace_hooks(ko) == 3
+    xz = tmp_path / "spl.ko.xz"
+    xz.write_bytes(lzma.compress(elf({".text": b"\xc3", "__mcount_loc": bytes(8 * 5)}), format=lzma.FORMAT_XZ))
+    assert zm.ftrace_hooks(xz) == 5
+
+
+def test_a_module_without_ftrace_hooks_passes_and_one_with_them_stops_the_build(tmp_path):
+    clean = tmp_path / "spl.ko"
+    clean.write_bytes(elf({".text": b"\xc3", ".data": b"x"}))
+    hooked = tmp_path / "zfs.ko"
+    hooked.write_bytes(elf({".text": b"\xc3", "__mcount_loc": bytes(16)}))
+    assert zm.ftrace_hooks(clean) == 0
+    zm.check_no_ftrace_hooks([clean])
+    with pytest.raises(zm.ZfsBuildError, match=r"zfs.ko has 2 ftrace entry hooks: .*CC_FLAGS_FTRACE="):
+        zm.check_no_ftrace_hooks([clean, hooked])
+
+
+def test_a_file_that_is_no_module_is_refused_by_name(tmp_path):
+    junk = tmp_path / "zfs.ko"
+    junk.write_bytes(b"\x7fELF\x02\x01" + bytes(10))
+    with pytest.raises(zm.ZfsBuildError, match="zfs.ko: not a readable kernel module"):
+        zm.ftrace_hooks(junk)
+    text = tmp_path / "spl.ko"
+    text.write_bytes(b"hello")
+    with pytest.raises(zm.ZfsBuildError, match="spl.ko: not a readable kernel module .not a 64-bit little-endian ELF"):
+        zm.ftrace_hooks(text)
 
 
 def test_upstream_version():

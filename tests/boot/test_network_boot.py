@@ -10,6 +10,7 @@ a boot with -kernel/-initrd alone is test_fetch_failures.py's late server.
 from __future__ import annotations
 
 import hashlib
+import re
 import zlib
 
 from tests.lib.pxe import NETWORKING, NODE_CONFIG, platform_url
@@ -116,6 +117,19 @@ def test_a_node_without_disks_boots_not_set_up_and_says_so(pxe_node):
     assert pxe_node.succeed("findmnt -rn -o FSTYPE -T /var") == "overlay"
     # QEMU gives no SMBIOS UUID here: the hostid comes from the boot NIC.
     assert pxe_node.succeed("hostid") == f"{zlib.crc32(Node.MAC.upper().encode()):08x}"
+
+
+def test_no_boot_is_a_first_boot_yet_a_node_not_set_up_has_ssh_host_keys(pxe_node):
+    """With the image's empty machine-id, systemd does not take a node
+    without its pool for a first boot (no presets applied again, no
+    systemd-firstboot); the host keys Debian makes only on a first boot are
+    made because the node has none."""
+    assert re.fullmatch(r"[0-9a-f]{32}", pxe_node.succeed("cat /etc/machine-id"))
+    assert pxe_node.succeed("systemctl show -P ConditionResult systemd-firstboot.service") == "no"
+    assert pxe_node.succeed("systemctl show -P ConditionResult sshd-keygen.service") == "yes"
+    for kind in ("ed25519", "ecdsa", "rsa"):
+        pxe_node.succeed(f"test -s /etc/ssh/ssh_host_{kind}_key && test -s /etc/ssh/ssh_host_{kind}_key.pub")
+    assert pxe_node.succeed("systemctl is-active ssh.service") == "active"
 
 
 def test_system_is_running_with_no_failed_units(pxe_node):

@@ -4,7 +4,7 @@
 Boot both with `systemd.log_target=kmsg printk.devkmsg=on` on the kernel
 command line (bench/boot.py's logs do not have it: PID 1's messages stop
 reaching the console once journald runs). Each console log is then read
-from its last "Detected first boot" (the root's systemd) on; every
+from its last "running in system mode" (the root's systemd) on; every
 Started/Finished/Reached/Mounted line is printed with its seconds since
 then in both boots, in the order of the second boot.
 
@@ -24,9 +24,11 @@ def root_events(log: Path) -> dict[str, float]:
     if not log.is_file():
         raise SystemExit(f"{log}: no such console log (of a boot with systemd.log_target=kmsg printk.devkmsg=on)")
     text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))
-    starts = [float(m.group(1)) for m in re.finditer(r"\[\s*([0-9.]+)\] systemd\[1\]: Detected first boot", text)]
+    root_systemd = r"\[\s*([0-9.]+)\] systemd\[1\]: systemd \S+ running in system mode"
+    starts = [float(m.group(1)) for m in re.finditer(root_systemd, text)]
     if not starts:
-        raise SystemExit(f"{log}: no 'Detected first boot' line: boot with systemd.log_target=kmsg printk.devkmsg=on")
+        raise SystemExit(f"{log}: no 'running in system mode' line: "
+                         "boot with systemd.log_target=kmsg printk.devkmsg=on")
     events: dict[str, float] = {}
     for m in EVENT.finditer(text):
         t = float(m.group(1))

@@ -80,6 +80,8 @@ def mksquashfs_command(
     ]
     if settings.compression in ("zstd", "gzip"):
         cmd += ["-Xcompression-level", str(settings.level)]
+    elif settings.compression == "lz4" and settings.level > 0:
+        cmd += ["-Xhc"]
     if settings.exclude:
         cmd += ["-wildcards", "-e", *settings.exclude]
     if epoch is not None:

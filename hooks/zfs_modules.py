@@ -15,11 +15,17 @@ seconds its load took on every boot that imports the pool (bench/boot.py
 --icount). The price: ftrace's function tracer and BPF fentry programs do not
 reach ZFS's functions; kprobes (bpftrace's kprobe:) and ZFS's own
 tracepoints still do.
+
+The patches in hooks/zfs_patches/ are applied to OpenZFS's source by DKMS
+(its PATCH[] directives, given in /etc/dkms/zfs-<version>.conf of the build
+overlay); each patch's header says why. The build checks DKMS's make.log
+that each was applied, and the cache key includes them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import lzma
 import os
@@ -42,6 +48,8 @@ ZFS_PACKAGE = "zfsutils-linux"
 MAKE_OVERRIDES = {"CC_FLAGS_FTRACE": ""}
 # The section in which a module lists its ftrace entry hooks, 8 bytes each.
 FTRACE_SECTION = "__mcount_loc"
+# Patches to OpenZFS's source, applied in name order.
+PATCH_DIR = Path(__file__).resolve().parent / "zfs_patches"
 
 
 class ZfsBuildError(Exception):
@@ -53,17 +61,61 @@ def makeflags(overrides: dict[str, str]) -> str:
     return " -- " + " ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
 
 
+def read_patches(directory: Path) -> dict[str, str]:
+    """The patches in `directory` (*.patch), by file name, in name order."""
+    return {p.name: p.read_text() for p in sorted(directory.glob("*.patch"))}
+
+
+def patches_digest(patches: dict[str, str]) -> str:
+    """A short digest of the patches' names and texts ("" without patches)."""
+    if not patches:
+        return ""
+    h = hashlib.sha256()
+    for name, text in patches.items():
+        h.update(name.encode() + b"\0" + text.encode() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def patched_files(text: str) -> list[str]:
+    """The files a -p1 unified diff changes ("+++ b/<path>" lines)."""
+    return [line.split()[1].split("/", 1)[1] for line in text.splitlines()
+            if line.startswith("+++ ") and "/" in line.split()[1]]
+
+
+def dkms_patch_conf(patches: dict[str, str]) -> str:
+    """DKMS's per-module config (/etc/dkms/<module>-<version>.conf) that
+    applies these patches, from the source's patches/ directory."""
+    lines = ["# Written by hooks/zfs_modules.py: OpenZFS patches DKMS applies before it builds."]
+    lines += [f'PATCH[{i}]="{name}"' for i, name in enumerate(patches)]
+    return "\n".join(lines) + "\n"
+
+
+def check_patches_applied(make_log: str, patches: dict[str, str]) -> None:
+    """DKMS's make.log shows `patch` at work on every file each patch changes."""
+    for name, text in patches.items():
+        files = patched_files(text)
+        if not files:
+            raise ZfsBuildError(f"{PATCH_DIR / name}: no '+++ b/<file>' line: not a -p1 unified diff")
+        missing = [f for f in files if f"patching file {f}" not in make_log]
+        if missing:
+            raise ZfsBuildError(
+                f"DKMS did not apply {PATCH_DIR / name} (its make.log has no 'patching file' line for "
+                f"{', '.join(missing)}): check the PATCH[] config the build writes under /etc/dkms")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModuleKey:
     kernel: str
     zfs: str
     overrides: str = makeflags(MAKE_OVERRIDES).removeprefix(" -- ")
+    patches: str = ""
 
     @property
     def name(self) -> str:
         """A directory name for this key: readable and safe on any filesystem."""
         safe = lambda s: re.sub(r"[^A-Za-z0-9.+_-]", "_", s)  # noqa: E731
-        return f"zfs-{safe(self.zfs)}_linux-{safe(self.kernel)}_{safe(self.overrides)}"
+        name = f"zfs-{safe(self.zfs)}_linux-{safe(self.kernel)}_{safe(self.overrides)}"
+        return name + (f"_patches-{self.patches}" if self.patches else "")
 
 
 def elf_section_size(elf: bytes, name: str) -> Optional[int]:
@@ -132,7 +184,8 @@ def cache_valid(entry: Path, key: ModuleKey, wanted: Iterable[str]) -> bool:
         meta = json.loads((entry / "cache.json").read_text())
     except (OSError, ValueError):
         return False
-    if (meta.get("kernel"), meta.get("zfs"), meta.get("overrides")) != (key.kernel, key.zfs, key.overrides):
+    if ((meta.get("kernel"), meta.get("zfs"), meta.get("overrides"), meta.get("patches", ""))
+            != (key.kernel, key.zfs, key.overrides, key.patches)):
         return False
     files = meta.get("files", {})
     if missing_modules([Path(f) for f in files], wanted):
@@ -153,17 +206,37 @@ def store(entry: Path, key: ModuleKey, built: list[Path]) -> None:
         shutil.copy2(src, tmp / src.name)
         files[src.name] = sha256_file(tmp / src.name)
     (tmp / "cache.json").write_text(
-        json.dumps({"kernel": key.kernel, "zfs": key.zfs, "overrides": key.overrides, "files": files},
-                   indent=2) + "\n"
+        json.dumps({"kernel": key.kernel, "zfs": key.zfs, "overrides": key.overrides,
+                    "patches": key.patches, "files": files}, indent=2) + "\n"
     )
     shutil.rmtree(entry, ignore_errors=True)
     tmp.rename(entry)
 
 
-def compile_in_overlay(root: Path, key: ModuleKey) -> list[Path]:
+def stage_patches(root: Path, version: str, patches: dict[str, str]) -> None:
+    """Put the patches where DKMS looks (the source's patches/, which the
+    package's files join when it is unpacked) and the config naming them."""
+    if not patches:
+        return
+    source = root / f"usr/src/zfs-{version}/patches"
+    source.mkdir(parents=True, exist_ok=True)
+    for name, text in patches.items():
+        (source / name).write_text(text)
+    conf = root / f"etc/dkms/zfs-{version}.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(dkms_patch_conf(patches))
+
+
+def dkms_make_log(built_dir: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted(built_dir.rglob("make.log")))
+
+
+def compile_in_overlay(root: Path, key: ModuleKey, patches: dict[str, str]) -> list[Path]:
     """Install zfs-dkms into the build overlay and return the compiled modules."""
     version = upstream_version(key.zfs)
-    print(f"zfs: compiling OpenZFS {version} for kernel {key.kernel} (cache miss)", flush=True)
+    print(f"zfs: compiling OpenZFS {version} for kernel {key.kernel} with "
+          f"{len(patches)} patch(es) (cache miss)", flush=True)
+    stage_patches(root, version, patches)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", MAKEFLAGS=makeflags(MAKE_OVERRIDES))
     # zfs-dkms's postinst runs DKMS for every kernel whose headers are
     # present: in the overlay that is the image's kernel only.
@@ -182,6 +255,7 @@ def compile_in_overlay(root: Path, key: ModuleKey) -> list[Path]:
             f"DKMS produced no modules for kernel {key.kernel} under {built_dir}; "
             "see the DKMS make.log above"
         )
+    check_patches_applied(dkms_make_log(built_dir), patches)
     return built
 
 
@@ -212,12 +286,13 @@ def build(root: Path, destdir: Path, cache_dir: Path, settings: PlatformConfig) 
         raise ZfsBuildError(
             f"{ZFS_PACKAGE} is not installed in the image; add it to mkosi.conf.d/30-zfs.conf"
         )
-    key = ModuleKey(kernel=kernel.image_kernel(root), zfs=packages[ZFS_PACKAGE])
+    patches = read_patches(PATCH_DIR)
+    key = ModuleKey(kernel=kernel.image_kernel(root), zfs=packages[ZFS_PACKAGE], patches=patches_digest(patches))
     entry = cache_dir / key.name
     if cache_valid(entry, key, settings.zfs.modules):
         print(f"zfs: using cached modules {entry.name}", flush=True)
     else:
-        built = compile_in_overlay(root, key)
+        built = compile_in_overlay(root, key, patches)
         if missing := missing_modules(built, settings.zfs.modules):
             raise ZfsBuildError(f"DKMS did not build {', '.join(missing)} for {key.kernel}")
         check_no_ftrace_hooks(built)

@@ -123,8 +123,12 @@ def test_no_boot_is_a_first_boot_yet_a_node_not_set_up_has_ssh_host_keys(pxe_nod
     """With the image's empty machine-id, systemd does not take a node
     without its pool for a first boot (no presets applied again, no
     systemd-firstboot); the host keys Debian makes only on a first boot are
-    made because the node has none."""
+    made because the node has none, once the login prompts are up (the
+    prompt waits for nothing that needs them)."""
     assert re.fullmatch(r"[0-9a-f]{32}", pxe_node.succeed("cat /etc/machine-id"))
+    prompts_up = int(pxe_node.succeed("systemctl show -P ActiveEnterTimestampMonotonic getty.target"))
+    keygen_began = int(pxe_node.succeed("systemctl show -P InactiveExitTimestampMonotonic sshd-keygen.service"))
+    assert 0 < prompts_up <= keygen_began, (prompts_up, keygen_began)
     assert pxe_node.succeed("systemctl show -P ConditionResult systemd-firstboot.service") == "no"
     assert pxe_node.succeed("systemctl show -P ConditionResult sshd-keygen.service") == "yes"
     for kind in ("ed25519", "ecdsa", "rsa"):

@@ -252,6 +252,19 @@ def test_generators_the_root_never_needs_are_masked(image_root, generator):
     assert link.is_symlink() and str(link.readlink()) == "/dev/null"
 
 
+def test_zfs_vdev_alias_rule_is_masked(image_root):
+    """OpenZFS's 69-vdev.rules runs its shell script vdev_id for every disk,
+    partition and enclosure at each boot and uevent, to make /dev/disk/by-vdev
+    aliases from /etc/zfs/vdev_id.conf. A stateless root has no such file
+    (nothing puts one there), so every run only starts a shell for nothing."""
+    root = image_root.path
+    assert (root / "usr/lib/udev/rules.d/69-vdev.rules").exists(), \
+        "zfsutils no longer ships 69-vdev.rules: drop its mask"
+    link = root / "etc/udev/rules.d/69-vdev.rules"
+    assert link.is_symlink() and str(link.readlink()) == "/dev/null"
+    assert not (root / "etc/zfs/vdev_id.conf").exists()
+
+
 def test_sysv_scripts_all_have_units(image_root):
     """What makes masking systemd-sysv-generator safe."""
     root = image_root.path

@@ -10,7 +10,7 @@ GOOD = yaml.safe_load(config.DEFAULT_PATH.read_text())
 
 def test_repository_config_parses():
     c = config.load()
-    assert c.squashfs.compression in ("zstd", "xz")
+    assert c.squashfs.compression in ("zstd", "xz", "lz4")
     assert "boot" in c.squashfs.exclude
     assert c.zfs.modules == ("spl", "zfs")
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -25,6 +26,16 @@ def test_mksquashfs_command_excludes_boot_and_compresses():
     assert cmd[cmd.index("-comp") + 1] == S.compression
     assert "-wildcards" in cmd and "boot" in cmd[cmd.index("-e"):]
     assert "-mkfs-time" not in cmd
+
+
+def test_lz4_level_picks_its_high_compression_mode_and_zstd_gets_its_level():
+    lz4 = dataclasses.replace(S, compression="lz4", level=1)
+    assert "-Xhc" in platform_dir.mksquashfs_command(Path("/t"), Path("/o"), lz4, None)
+    fast = dataclasses.replace(S, compression="lz4", level=0)
+    assert "-Xhc" not in platform_dir.mksquashfs_command(Path("/t"), Path("/o"), fast, None)
+    zstd = platform_dir.mksquashfs_command(Path("/t"), Path("/o"), dataclasses.replace(S, compression="zstd", level=15),
+                                           None)
+    assert zstd[zstd.index("-Xcompression-level") + 1] == "15" and "-Xhc" not in zstd
 
 
 def test_mksquashfs_command_is_reproducible_with_epoch():

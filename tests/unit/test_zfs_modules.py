@@ -19,6 +19,52 @@ def test_keys_differ_when_either_version_or_the_make_overrides_do():
     assert a != zm.ModuleKey("6.12.2", "2.3.9-1").name
     assert a != zm.ModuleKey("6.12.1", "2.3.10-1").name
     assert a != zm.ModuleKey("6.12.1", "2.3.9-1", overrides="").name
+    assert a != zm.ModuleKey("6.12.1", "2.3.9-1", patches="0123456789ab").name
+
+
+PATCH = """Why, in prose: `patch` skips it.
+--- a/module/zfs/zfs_chksum.c
++++ b/module/zfs/zfs_chksum.c
+@@ -1 +1 @@
+-old
++new
+"""
+
+
+def test_the_repositorys_patches_are_p1_diffs_of_openzfs_files():
+    patches = zm.read_patches(zm.PATCH_DIR)
+    assert patches, f"no *.patch in {zm.PATCH_DIR}"
+    for name, text in patches.items():
+        files = zm.patched_files(text)
+        assert files and all(f.startswith(("module/", "include/")) for f in files), (name, files)
+        assert not text.startswith(("--- ", "+++ ")), f"{name}: a patch says why in a header before its diff"
+
+
+def test_the_patches_digest_changes_with_any_patch_and_is_empty_without():
+    assert zm.patches_digest({}) == ""
+    a = zm.patches_digest({"a.patch": PATCH})
+    assert len(a) == 12
+    assert a != zm.patches_digest({"b.patch": PATCH})
+    assert a != zm.patches_digest({"a.patch": PATCH + " "})
+
+
+def test_dkms_is_told_each_patch_in_order():
+    conf = zm.dkms_patch_conf({"1-a.patch": PATCH, "2-b.patch": PATCH})
+    assert conf.splitlines()[1:] == ['PATCH[0]="1-a.patch"', 'PATCH[1]="2-b.patch"']
+
+
+def test_stage_patches_puts_them_where_dkms_reads_them(tmp_path):
+    zm.stage_patches(tmp_path, "2.3.9", {"a.patch": PATCH})
+    assert (tmp_path / "usr/src/zfs-2.3.9/patches/a.patch").read_text() == PATCH
+    assert 'PATCH[0]="a.patch"' in (tmp_path / "etc/dkms/zfs-2.3.9.conf").read_text()
+
+
+def test_a_patch_dkms_did_not_apply_stops_the_build():
+    zm.check_patches_applied("Applying patch a.patch...\npatching file module/zfs/zfs_chksum.c\n", {"a.patch": PATCH})
+    with pytest.raises(zm.ZfsBuildError, match="did not apply .*a.patch.*module/zfs/zfs_chksum.c"):
+        zm.check_patches_applied("DKMS make.log for zfs/2.3.9\n", {"a.patch": PATCH})
+    with pytest.raises(zm.ZfsBuildError, match="not a -p1 unified diff"):
+        zm.check_patches_applied("", {"a.patch": "prose only\n"})
 
 
 def test_makeflags_set_variables_as_a_command_line_would():
@@ -104,6 +150,7 @@ def test_other_key_misses(tmp_path):
     entry = tmp_path / "cache" / key.name
     zm.store(entry, key, _built(tmp_path))
     assert not zm.cache_valid(entry, zm.ModuleKey("6.12.2", "2.3.9-1"), ["spl", "zfs"])
+    assert not zm.cache_valid(entry, zm.ModuleKey("6.12.1", "2.3.9-1", patches="0123456789ab"), ["spl", "zfs"])
 
 
 def test_damaged_entry_misses(tmp_path):

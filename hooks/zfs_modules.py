@@ -184,8 +184,7 @@ def cache_valid(entry: Path, key: ModuleKey, wanted: Iterable[str]) -> bool:
         meta = json.loads((entry / "cache.json").read_text())
     except (OSError, ValueError):
         return False
-    if ((meta.get("kernel"), meta.get("zfs"), meta.get("overrides"), meta.get("patches", ""))
-            != (key.kernel, key.zfs, key.overrides, key.patches)):
+    if {field: meta.get(field) for field in dataclasses.asdict(key)} != dataclasses.asdict(key):
         return False
     files = meta.get("files", {})
     if missing_modules([Path(f) for f in files], wanted):
@@ -206,8 +205,7 @@ def store(entry: Path, key: ModuleKey, built: list[Path]) -> None:
         shutil.copy2(src, tmp / src.name)
         files[src.name] = sha256_file(tmp / src.name)
     (tmp / "cache.json").write_text(
-        json.dumps({"kernel": key.kernel, "zfs": key.zfs, "overrides": key.overrides,
-                    "patches": key.patches, "files": files}, indent=2) + "\n"
+        json.dumps({**dataclasses.asdict(key), "files": files}, indent=2) + "\n"
     )
     shutil.rmtree(entry, ignore_errors=True)
     tmp.rename(entry)

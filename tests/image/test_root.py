@@ -244,12 +244,17 @@ MASKED_GENERATORS = ["systemd-ssh-generator", "systemd-system-update-generator",
                      "systemd-gpt-auto-generator"]
 
 
+def assert_masked(root, shipped: str, override: str) -> None:
+    """`shipped` is still in the image, and the /etc file `override` masks it."""
+    assert (root / shipped).exists(), f"{shipped} is no longer shipped: drop its mask"
+    link = root / override
+    assert link.is_symlink() and str(link.readlink()) == "/dev/null", f"{override} does not mask {shipped}"
+
+
 @pytest.mark.parametrize("generator", MASKED_GENERATORS)
 def test_generators_the_root_never_needs_are_masked(image_root, generator):
-    assert (image_root.path / "usr/lib/systemd/system-generators" / generator).exists(), \
-        f"{generator} is no longer shipped: drop its mask"
-    link = image_root.path / "etc/systemd/system-generators" / generator
-    assert link.is_symlink() and str(link.readlink()) == "/dev/null"
+    assert_masked(image_root.path, f"usr/lib/systemd/system-generators/{generator}",
+                  f"etc/systemd/system-generators/{generator}")
 
 
 def test_zfs_vdev_alias_rule_is_masked(image_root):
@@ -257,12 +262,8 @@ def test_zfs_vdev_alias_rule_is_masked(image_root):
     partition and enclosure at each boot and uevent, to make /dev/disk/by-vdev
     aliases from /etc/zfs/vdev_id.conf. A stateless root has no such file
     (nothing puts one there), so every run only starts a shell for nothing."""
-    root = image_root.path
-    assert (root / "usr/lib/udev/rules.d/69-vdev.rules").exists(), \
-        "zfsutils no longer ships 69-vdev.rules: drop its mask"
-    link = root / "etc/udev/rules.d/69-vdev.rules"
-    assert link.is_symlink() and str(link.readlink()) == "/dev/null"
-    assert not (root / "etc/zfs/vdev_id.conf").exists()
+    assert_masked(image_root.path, "usr/lib/udev/rules.d/69-vdev.rules", "etc/udev/rules.d/69-vdev.rules")
+    assert not (image_root.path / "etc/zfs/vdev_id.conf").exists()
 
 
 def test_sysv_scripts_all_have_units(image_root):

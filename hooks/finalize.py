@@ -4,15 +4,29 @@ A stateless node would otherwise redo them at every boot: systemd rebuilds
 the hardware database (systemd-hwdb-update.service) and runs ldconfig when
 /etc or /var look older than /usr (ConditionNeedsUpdate=). The build host's
 systemd is too old to compile trixie's hwdb, so the image's systemd does it.
+
+First, every kernel module loses its signature (hooks/kmodsig.py), before
+mkosi builds the initrd's modules from this tree.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+from hooks.kmodsig import ModuleSignatureError, strip_tree
 
 
 def main() -> int:
+    modules = Path(os.environ["BUILDROOT"]) / "usr/lib/modules"
+    try:
+        count, signed = strip_tree(modules)
+    except ModuleSignatureError as e:
+        print(f"mkosi.finalize: a kernel module's signature: {e}", file=sys.stderr)
+        return 1
+    print(f"kernel modules: {signed} of {count} had a signature, left behind")
     try:
         subprocess.run(["mkosi-chroot", "systemd-hwdb", "update", "--usr"], check=True)
         # Writes /etc/.updated and /var/.updated from /usr's mtime.

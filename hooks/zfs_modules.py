@@ -21,12 +21,9 @@ The patches in hooks/zfs_patches/ are applied to OpenZFS's source by DKMS
 overlay); each patch's header says why. The build checks DKMS's make.log
 that each was applied, and the cache key includes them.
 
-The modules reach the image without the signature DKMS appends. DKMS signs
-them with a key it makes in the throw-away build overlay, which no node can
-know: the kernel still hashes the whole module against each of its two
-keyrings before it finds no key, and taints itself exactly as for an unsigned
-module. For zfs.ko that was 4.9 of the 7.6 guest seconds its load took at
-every pool import (bench/boot.py --icount, kprobes on pkcs7_verify).
+DKMS signs the modules with a key it makes in the throw-away overlay, which
+no node knows; mkosi.finalize strips that signature with every other module's
+(hooks/kmodsig.py).
 """
 
 from __future__ import annotations
@@ -55,11 +52,6 @@ ZFS_PACKAGE = "zfsutils-linux"
 MAKE_OVERRIDES = {"CC_FLAGS_FTRACE": ""}
 # The section in which a module lists its ftrace entry hooks, 8 bytes each.
 FTRACE_SECTION = "__mcount_loc"
-# What ends a signed module: the PKCS#7 signature, then struct
-# module_signature (12 bytes, the signature's length last, big-endian), then
-# this marker (the kernel's MODULE_SIG_STRING).
-SIGNATURE_MARKER = b"~Module signature appended~\n"
-PKEY_ID_PKCS7 = 2
 # Patches to OpenZFS's source, applied in name order.
 PATCH_DIR = Path(__file__).resolve().parent / "zfs_patches"
 
@@ -156,24 +148,6 @@ def module_bytes(path: Path) -> bytes:
             raise ZfsBuildError(f"{path}: not a valid xz-compressed module ({e}); "
                                 f"remove the cache entry {path.parent} and rebuild") from e
     return data
-
-
-def strip_signature(elf: bytes) -> bytes:
-    """The module without its appended signature (unchanged if unsigned)."""
-    if not elf.endswith(SIGNATURE_MARKER):
-        return elf
-    end = len(elf) - len(SIGNATURE_MARKER) - 12
-    if end < 0:
-        raise ValueError("a signature marker with no signature before it")
-    id_type, sig_len = elf[end + 2], struct.unpack_from(">I", elf, end + 8)[0]
-    start = end - sig_len
-    if id_type != PKEY_ID_PKCS7 or start < 64:
-        raise ValueError(f"a damaged signature (type {id_type}, {sig_len} bytes in a {len(elf)}-byte file)")
-    shoff, = struct.unpack_from("<Q", elf, 0x28)
-    shentsize, shnum = struct.unpack_from("<HH", elf, 0x3A)
-    if shoff + shentsize * shnum > start:
-        raise ValueError("the ELF section headers overlap the signature")
-    return elf[:start]
 
 
 def ftrace_hooks(path: Path) -> int:
@@ -299,13 +273,13 @@ def install_module(src: Path, target: Path) -> Path:
     """Copy one module into `target`, xz-decompressed if DKMS compressed it
     (as the kernel's own are): the squashfs compresses it anyway, and every
     boot that imports the pool loads ZFS, which the kernel need not xz-decode
-    each time (12 MB for zfs.ko). Its signature is left behind (see above)."""
-    dst = target / src.name.removesuffix(".xz")
-    try:
-        dst.write_bytes(strip_signature(module_bytes(src)))
-    except (struct.error, ValueError) as e:
-        raise ZfsBuildError(f"{src}: {e}; remove the cache entry {src.parent} and rebuild") from e
-    return dst
+    each time (12 MB for zfs.ko)."""
+    if src.name.endswith(".ko.xz"):
+        dst = target / src.name.removesuffix(".xz")
+        dst.write_bytes(module_bytes(src))
+        return dst
+    shutil.copy(src, target / src.name)
+    return target / src.name
 
 
 def build(root: Path, destdir: Path, cache_dir: Path, settings: PlatformConfig) -> list[Path]:

@@ -92,6 +92,19 @@ def test_the_initrd_has_the_drivers_a_node_boots_with(moddir):
 DM_VERITY = {"dm_mod", "dm_bufio", "dm_verity"}
 
 
+def test_no_module_in_the_initrd_carries_a_signature(moddir):
+    """mkosi takes the initrd's modules from the root after mkosi.finalize
+    has stripped them (hooks/kmodsig.py)."""
+    import lzma
+    from hooks.kmodsig import SIGNATURE_MARKER, module_files
+    files = module_files(moddir)
+    assert any(f.name.startswith("virtio_net.ko") for f in files), [f.name for f in files]
+    signed = [f.name for f in files
+              if (lzma.decompress(f.read_bytes()) if f.name.endswith(".xz") else f.read_bytes())
+              .endswith(SIGNATURE_MARKER)]
+    assert not signed, f"{len(signed)} of {len(files)} modules still signed: {signed[:5]}"
+
+
 def test_the_initrd_has_no_modules_it_never_uses(moddir):
     """udev loads every module whose alias matches the machine, CPU features
     included: each crypto module here would be loaded (and self-tested by the

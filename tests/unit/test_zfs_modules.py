@@ -200,37 +200,3 @@ def test_installed_modules_are_newer_than_the_cache(tmp_path):
     out = zm.install(entry, tmp_path / "dest", "6.12.1", load())
     assert all(p.stat().st_mtime > 1000 for p in out)
 
-
-def signed(module: bytes, signature: bytes = b"\x30\x82PKCS7" * 40) -> bytes:
-    """`module` with a signature appended as the kernel's sign-file does:
-    the PKCS#7 blob, struct module_signature (id_type 2, sig_len big-endian
-    last), then the marker."""
-    info = bytes([0, 0, zm.PKEY_ID_PKCS7, 0, 0, 0, 0, 0]) + struct.pack(">I", len(signature))
-    return module + signature + info + zm.SIGNATURE_MARKER
-
-
-def test_the_signature_dkms_appends_is_left_behind_and_the_elf_kept_whole(tmp_path):
-    module = elf({".text": b"\xc3" * 100, ".data": b"x"})
-    assert zm.strip_signature(signed(module)) == module
-    assert zm.strip_signature(module) == module
-    src = tmp_path / "cache" / "zfs.ko.xz"
-    src.parent.mkdir()
-    src.write_bytes(lzma.compress(signed(module), format=lzma.FORMAT_XZ))
-    out = zm.install_module(src, tmp_path)
-    assert out == tmp_path / "zfs.ko" and out.read_bytes() == module
-    assert zm.ftrace_hooks(out) == 0  # still a readable module
-
-
-def test_a_damaged_signature_is_refused_by_name(tmp_path):
-    module = elf({".text": b"\xc3"})
-    too_long = bytearray(signed(module))
-    too_long[-len(zm.SIGNATURE_MARKER) - 4:-len(zm.SIGNATURE_MARKER)] = struct.pack(">I", 10**6)
-    not_pkcs7 = bytearray(signed(module))
-    not_pkcs7[-len(zm.SIGNATURE_MARKER) - 10] = 1
-    for damaged, why in [(bytes(too_long), "a damaged signature .type 2, 1000000 bytes"),
-                         (bytes(not_pkcs7), "a damaged signature .type 1,"),
-                         (zm.SIGNATURE_MARKER, "a signature marker with no signature before it")]:
-        src = tmp_path / "zfs.ko"
-        src.write_bytes(damaged)
-        with pytest.raises(zm.ZfsBuildError, match=f"zfs.ko: {why}.*remove the cache entry"):
-            zm.install_module(src, tmp_path / "x")

@@ -12,10 +12,13 @@ Secure Boot ZFS could never load. The modules' integrity comes from the root
 itself, whose every byte the initrd checks against the hash bound into it at
 build (or reads through dm-verity).
 
-Modules stay where they are, under the same names (modules.dep is
-unchanged): xz-compressed ones are decompressed, stripped and compressed
-again as Kbuild does it (CRC32 check, 1 MiB dictionary), which the kernel's
-own decompressor reads.
+Debian's xz-compressed modules become zstd-compressed (`.ko.xz` ->
+`.ko.zst`; mkosi.finalize reruns depmod). The kernel decompresses xz itself,
+slowly: 2.5 guest s before the login prompt, 0.6 s for libata alone. It
+reads no zstd (Debian builds it for xz only), so kmod decompresses those in
+user space with libzstd, several times faster; the root is 5 % larger for it
+(63 MB of modules against 53). Plain `.ko` files (ZFS) stay plain: the
+squashfs compresses them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import lzma
 import os
 import struct
+import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -31,9 +35,9 @@ from pathlib import Path
 # this marker (the kernel's MODULE_SIG_STRING).
 SIGNATURE_MARKER = b"~Module signature appended~\n"
 PKEY_ID_PKCS7 = 2
-# scripts/Makefile.modinst: xz --check=crc32 --lzma2=dict=1MiB. Preset 3,
-# not 6: 5 % larger, five times faster, as fast to decompress.
-XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 3, "dict_size": 1 << 20}]
+# zstd's level for the modules: 15 compresses Debian's 289 MB of modules to
+# 63 MB in 12 s on two cores; 19 gains 2 MB for a minute more.
+ZSTD_LEVEL = 15
 
 
 class ModuleSignatureError(Exception):
@@ -60,30 +64,54 @@ def strip_signature(elf: bytes) -> bytes:
     return elf[:start]
 
 
-def strip_file(path: Path) -> bool:
-    """Strip one module file in place; True if it was signed."""
+def module_elf(path: Path) -> bytes:
+    """A module file's ELF image, whatever this build stores it as."""
+    if path.name.endswith(".zst"):
+        return subprocess.run(["zstd", "-dcq", "--", str(path)], capture_output=True, check=True).stdout
+    if path.name.endswith(".xz"):
+        return lzma.decompress(path.read_bytes())
+    return path.read_bytes()
+
+
+def strip_file(path: Path) -> tuple[Path, bool]:
+    """Strip one module file: a plain `.ko` in place; a `.ko.xz` into a
+    plain `.ko` beside it (the xz file removed), for zstd to compress.
+    Returns the file now holding the module, and whether it was signed."""
     try:
         data = path.read_bytes()
         if path.name.endswith(".ko.xz"):
-            elf = lzma.decompress(data)
-            stripped = strip_signature(elf)
-            if stripped is elf:
-                return False
-            data = lzma.compress(stripped, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=XZ_FILTERS)
+            data = lzma.decompress(data)
+            out = path.with_name(path.name.removesuffix(".xz"))
         elif path.name.endswith(".ko"):
-            stripped = strip_signature(data)
-            if stripped is data:
-                return False
-            data = stripped
+            out = path
+        elif path.name.endswith(".ko.zst"):  # this build's own, from an earlier run
+            data = module_elf(path)
+            if strip_signature(data) is not data:
+                raise ValueError("a signed zstd-compressed module: this build writes none")
+            return path, False
         else:
-            raise ValueError("not a module this build knows how to read (.ko or .ko.xz)")
-    except (lzma.LZMAError, struct.error, ValueError) as e:
+            raise ValueError("not a module this build knows how to read (.ko, .ko.xz or .ko.zst)")
+        stripped = strip_signature(data)
+    except (lzma.LZMAError, struct.error, ValueError, subprocess.CalledProcessError) as e:
         raise ModuleSignatureError(f"{path}: {e}") from e
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
+    if out == path and stripped is data:
+        return out, False
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(stripped)
     os.chmod(tmp, path.stat().st_mode & 0o7777)
-    tmp.replace(path)
-    return True
+    tmp.replace(out)
+    if out != path:
+        path.unlink()
+    return out, stripped is not data
+
+
+def zstd_compress(files: list[Path], workers: int) -> None:
+    """Compress each file to FILE.zst, removing FILE; `workers` zstd runs."""
+    commands = [["zstd", "-q", f"-{ZSTD_LEVEL}", "--rm", "--no-progress", "--", *map(str, files[i::workers])]
+                for i in range(workers) if files[i::workers]]
+    runs = [(command, subprocess.Popen(command)) for command in commands]
+    if failed := [command for command, run in runs if run.wait() != 0]:
+        raise ModuleSignatureError(f"zstd failed: {' '.join(failed[0][:7])} ...")
 
 
 def module_files(modules_dir: Path) -> list[Path]:
@@ -91,9 +119,11 @@ def module_files(modules_dir: Path) -> list[Path]:
 
 
 def strip_tree(modules_dir: Path, workers: int = os.cpu_count() or 1) -> tuple[int, int]:
-    """Strip every module under `modules_dir` (/usr/lib/modules), on all
-    CPUs. Returns (modules, of them signed)."""
+    """Strip every module under `modules_dir` (/usr/lib/modules) and turn
+    xz into zstd, on all CPUs. Returns (modules, of them signed). depmod
+    must run again when any was xz (its file name changed)."""
     files = module_files(modules_dir)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        signed = sum(pool.map(strip_file, files, chunksize=32))
-    return len(files), signed
+        done = list(pool.map(strip_file, files, chunksize=32))
+    zstd_compress([out for (out, _), src in zip(done, files) if src.name.endswith(".xz")], workers)
+    return len(files), sum(signed for _, signed in done)

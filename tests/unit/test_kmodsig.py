@@ -3,6 +3,7 @@ every load, and nothing else."""
 
 import lzma
 import struct
+import subprocess
 
 import pytest
 
@@ -26,7 +27,11 @@ def test_the_signature_is_left_behind_and_the_elf_kept_whole():
     assert kmodsig.strip_signature(MODULE) is MODULE
 
 
-def test_a_tree_of_modules_is_stripped_in_place_plain_and_xz(tmp_path):
+def zstd_decompress(path) -> bytes:
+    return subprocess.run(["zstd", "-dcq", str(path)], capture_output=True, check=True).stdout
+
+
+def test_a_tree_of_modules_is_stripped_xz_becoming_zstd_and_plain_staying_plain(tmp_path):
     kernel = tmp_path / "6.12.1/kernel/drivers/net"
     kernel.mkdir(parents=True)
     xz = kernel / "virtio_net.ko.xz"
@@ -35,22 +40,23 @@ def test_a_tree_of_modules_is_stripped_in_place_plain_and_xz(tmp_path):
     plain = tmp_path / "6.12.1/updates/dkms/zfs.ko"
     plain.parent.mkdir(parents=True)
     plain.write_bytes(signed(MODULE))
-    unsigned = kernel / "e1000.ko.xz"
-    unsigned.write_bytes(lzma.compress(MODULE, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32))
-    before = unsigned.stat().st_mtime_ns
-    (tmp_path / "6.12.1/modules.dep").write_text("kernel/drivers/net/virtio_net.ko.xz:\n")
+    unsigned_plain = tmp_path / "6.12.1/updates/dkms/spl.ko"
+    unsigned_plain.write_bytes(MODULE)
+    before = unsigned_plain.stat().st_mtime_ns
+    unsigned_xz = kernel / "e1000.ko.xz"
+    unsigned_xz.write_bytes(lzma.compress(MODULE, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32))
 
-    assert kmodsig.strip_tree(tmp_path, workers=2) == (3, 2)
+    assert kmodsig.strip_tree(tmp_path / "6.12.1", workers=2) == (4, 2)
     assert plain.read_bytes() == MODULE
-    assert lzma.decompress(xz.read_bytes()) == MODULE
-    # As Kbuild compresses them, for the kernel's own xz decoder.
-    assert xz.read_bytes()[6:8] == b"\x00\x01"  # stream flags: CRC32 check
-    assert xz.stat().st_mode & 0o777 == 0o644
-    assert unsigned.stat().st_mtime_ns == before  # an unsigned module is not rewritten
-    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
-        ["6.12.1", "kernel", "drivers", "net", "virtio_net.ko.xz", "e1000.ko.xz", "updates", "dkms",
-         "zfs.ko", "modules.dep"])
-    assert kmodsig.strip_tree(tmp_path, workers=1) == (3, 0)
+    assert unsigned_plain.stat().st_mtime_ns == before  # an unsigned plain module is not rewritten
+    for name in ("virtio_net", "e1000"):
+        zst = kernel / f"{name}.ko.zst"
+        assert zstd_decompress(zst) == MODULE
+        assert zst.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.rglob("*.ko*")) == [
+        "e1000.ko.zst", "spl.ko", "virtio_net.ko.zst", "zfs.ko"]
+    # A second run finds nothing left to do.
+    assert kmodsig.strip_tree(tmp_path / "6.12.1", workers=1) == (4, 0)
 
 
 @pytest.mark.parametrize("damage, why", [
@@ -76,6 +82,14 @@ def test_a_damaged_module_stops_the_build_by_name(tmp_path, damage, why):
 
 
 def test_an_unknown_compression_is_refused_by_name(tmp_path):
-    (tmp_path / "zfs.ko.zst").write_bytes(b"x")
-    with pytest.raises(kmodsig.ModuleSignatureError, match=r"zfs.ko.zst: not a module this build knows"):
+    (tmp_path / "zfs.ko.gz").write_bytes(b"x")
+    with pytest.raises(kmodsig.ModuleSignatureError, match=r"zfs.ko.gz: not a module this build knows"):
+        kmodsig.strip_tree(tmp_path, workers=1)
+
+
+def test_a_signed_zstd_module_is_refused_by_name(tmp_path):
+    ko = tmp_path / "drm.ko"
+    ko.write_bytes(signed(MODULE))
+    subprocess.run(["zstd", "-q", "--rm", str(ko)], check=True)
+    with pytest.raises(kmodsig.ModuleSignatureError, match=r"drm.ko.zst: a signed zstd-compressed module"):
         kmodsig.strip_tree(tmp_path, workers=1)

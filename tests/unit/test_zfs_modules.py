@@ -199,4 +199,3 @@ def test_installed_modules_are_newer_than_the_cache(tmp_path):
         os.utime(f, (1000, 1000))
     out = zm.install(entry, tmp_path / "dest", "6.12.1", load())
     assert all(p.stat().st_mtime > 1000 for p in out)
-

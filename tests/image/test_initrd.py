@@ -42,6 +42,14 @@ def test_the_initrd_has_its_fetch_tools(initrd_tree):
     assert list(initrd_tree.glob("usr/lib/modules/*/kernel/drivers/net/virtio_net.ko*"))
 
 
+def test_the_initrd_carries_no_documentation_or_package_tools(initrd_tree):
+    """The kernel unpacks every byte of the initrd at every boot."""
+    assert (initrd_tree / "usr/bin/curl").is_file()  # the tree was unpacked
+    for gone in ("usr/share/doc", "usr/share/common-licenses", "usr/share/bash-completion",
+                 "var/lib/systemd/catalog", "usr/bin/dpkg", "usr/bin/dpkg-query", "usr/bin/systemd-repart"):
+        assert not (initrd_tree / gone).exists(), gone
+
+
 def test_every_program_and_library_in_the_initrd_finds_its_libraries(initrd_tree):
     """Trimming the initrd (RemoveFiles= in mkosi.initrd/mkosi.conf) must not
     take a library that something left in it links."""

@@ -381,9 +381,15 @@ def test_ur_finds_a_broker_that_comes_up_after_the_boot(cn, broker):
     n.wait_until_succeeds("journalctl -b -o cat -u triton-ur-agent | grep -q 'cannot connect to the broker'", 120)
     lines = n.succeed("journalctl -b -o cat -u triton-ur-agent | grep -c 'cannot connect to the broker'")
     assert lines == "1", f"the agent logged its failure {lines} times, not once"
+    # A headnode's queues exist before any node connects. Here the broker
+    # starts while the agent retries, and an agent that connected before the
+    # test's queue was bound would announce ur.startup (once per connection)
+    # to nobody: it waits, stopped, until the queue is there.
+    n.succeed("systemctl kill --signal=STOP triton-ur-agent")
     broker.start()
-    started = time.monotonic()
     cn.head = Headnode(broker)
+    started = time.monotonic()
+    n.succeed("systemctl kill --signal=CONT triton-ur-agent")
     _, info, _ = cn.head.wait(lambda k, _: k.startswith(f"ur.sysinfo.{SYSINFO_UUID}."), 90 * SCALE, "ur.sysinfo")
     assert info["UUID"] == SYSINFO_UUID and info["Boot Params"]["rabbitmq"].endswith(f":{broker.port}")
     startup = cn.head.key(f"ur.startup.{SYSINFO_UUID}", 60 * SCALE)

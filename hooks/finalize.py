@@ -17,8 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hooks.kernel import KernelError, depmod_command
 from hooks.kmodsig import ModuleSignatureError, strip_tree
-from hooks.postinst import depmod_command
 
 
 def main() -> int:
@@ -36,5 +36,8 @@ def main() -> int:
         subprocess.run(["mkosi-chroot", "/usr/lib/systemd/systemd-update-done"], check=True)
     except subprocess.CalledProcessError as e:
         print(f"mkosi.finalize: {' '.join(map(str, e.cmd))} failed ({e.returncode})", file=sys.stderr)
+        return 1
+    except KernelError as e:
+        print(f"mkosi.finalize: {e}", file=sys.stderr)
         return 1
     return 0

@@ -26,3 +26,8 @@ def image_kernel(root: Path) -> str:
             "image boots exactly one: pin a single linux-image package"
         )
     return versions[0]
+
+
+def depmod_command(root: Path) -> list[str]:
+    """Index the image's modules with the image's own depmod."""
+    return ["mkosi-chroot", "depmod", "--all", image_kernel(root)]

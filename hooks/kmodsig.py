@@ -73,6 +73,10 @@ def module_elf(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def is_signed(path: Path) -> bool:
+    return module_elf(path).endswith(SIGNATURE_MARKER)
+
+
 def strip_file(path: Path) -> tuple[Path, bool]:
     """Strip one module file: a plain `.ko` in place; a `.ko.xz` into a
     plain `.ko` beside it (the xz file removed), for zstd to compress.
@@ -85,8 +89,7 @@ def strip_file(path: Path) -> tuple[Path, bool]:
         elif path.name.endswith(".ko"):
             out = path
         elif path.name.endswith(".ko.zst"):  # this build's own, from an earlier run
-            data = module_elf(path)
-            if strip_signature(data) is not data:
+            if is_signed(path):
                 raise ValueError("a signed zstd-compressed module: this build writes none")
             return path, False
         else:

@@ -20,7 +20,7 @@ from pathlib import Path
 from hooks import osrelease
 from hooks.bootfiles import UNIT_DIR
 from hooks.config import INSTANCES_JSON, POOL_JSON, RUNTIME, PlatformConfig, load
-from hooks.kernel import image_kernel
+from hooks.kernel import depmod_command
 from hooks.render import render
 from hooks.stamp import stamp_from_environment
 
@@ -69,14 +69,6 @@ def write_files(root: Path, files: dict[str, str]) -> None:
         target.write_text(text)
 
 
-def depmod_command(root: Path) -> list[str]:
-    """Index the modules the build script added (ZFS, in updates/dkms) with
-    the image's own depmod. mkosi applies KernelModulesExclude= right after
-    this script and looks every module up by name, so the index must know
-    them already; mkosi reruns depmod after filtering."""
-    return ["mkosi-chroot", "depmod", "--all", image_kernel(root)]
-
-
 TRITON_LIB = Path("usr/lib/triton")
 
 
@@ -105,6 +97,10 @@ def main() -> int:
     stamp_image(root, stamp, settings)
     write_files(root, settings_files(settings))
     write_files(root, unit_files(settings))
+    # Index the modules the build script added (ZFS, in updates/dkms): mkosi
+    # applies KernelModulesExclude= right after this script and looks every
+    # module up by name, so the index must know them already; mkosi reruns
+    # depmod after filtering.
     subprocess.run(depmod_command(root), check=True)
     drop_foreign_bytecode(root)
     subprocess.run(compile_command(), check=True)

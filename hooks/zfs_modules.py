@@ -44,6 +44,7 @@ from typing import Iterable, Optional
 from hooks import dpkg, kernel
 from hooks.config import PlatformConfig, load
 from hooks.files import sha256_file
+from hooks.kmodsig import module_elf, module_files
 
 ZFS_PACKAGE = "zfsutils-linux"
 
@@ -140,14 +141,11 @@ def elf_section_size(elf: bytes, name: str) -> Optional[int]:
 
 def module_bytes(path: Path) -> bytes:
     """A module file's ELF image, xz-decompressed if DKMS compressed it."""
-    data = path.read_bytes()
-    if path.name.endswith(".xz"):
-        try:
-            return lzma.decompress(data)
-        except lzma.LZMAError as e:
-            raise ZfsBuildError(f"{path}: not a valid xz-compressed module ({e}); "
-                                f"remove the cache entry {path.parent} and rebuild") from e
-    return data
+    try:
+        return module_elf(path)
+    except lzma.LZMAError as e:
+        raise ZfsBuildError(f"{path}: not a valid xz-compressed module ({e}); "
+                            f"remove the cache entry {path.parent} and rebuild") from e
 
 
 def ftrace_hooks(path: Path) -> int:
@@ -171,10 +169,6 @@ def upstream_version(debian_version: str) -> str:
     """'2.3.9-0+deb13u1' -> '2.3.9' (the version DKMS knows the module by)."""
     version = debian_version.split(":", 1)[-1]
     return version.rsplit("-", 1)[0] if "-" in version else version
-
-
-def module_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*.ko*") if p.is_file())
 
 
 def missing_modules(files: Iterable[Path], wanted: Iterable[str]) -> list[str]:

@@ -45,7 +45,7 @@ def test_two_kernels(tmp_path):
 
 
 def test_postinst_indexes_the_image_kernels_modules_with_the_images_depmod(tmp_path):
-    from hooks.postinst import depmod_command
+    from hooks.kernel import depmod_command
     (tmp_path / "usr/lib/modules/6.12.1-amd64/kernel").mkdir(parents=True)
     assert depmod_command(tmp_path) == ["mkosi-chroot", "depmod", "--all", "6.12.1-amd64"]
     (tmp_path / "usr/lib/modules/6.12.1-amd64/kernel").rmdir()
